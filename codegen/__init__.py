@@ -1,0 +1,1 @@
+"""Host-side code generation: quantize, analyze, plan and emit."""

@@ -1,0 +1,1 @@
+"""Host tools: the CLI, firmware builds, emulated boards, verification."""
