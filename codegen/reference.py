@@ -28,25 +28,16 @@ def generous_arena(model_bytes: bytes) -> int:
 
 def run_reference(model_bytes: bytes, samples: list[list[np.ndarray]], arena_size: int | None = None) -> list[list[np.ndarray]]:
     """Run the TFLM reference interpreter: one list of input arrays per sample, one list of outputs back."""
+    from .tflite_model import parse_tflite
+    n_outputs = len(parse_tflite(bytes(model_bytes)).outputs)
     interpreter = _interpreter(model_bytes, arena_size or generous_arena(model_bytes))
     results = []
     for inputs in samples:
         for i, x in enumerate(inputs):
             interpreter.set_input(x, i)
         interpreter.invoke()
-        n_outputs = len(results[0]) if results else _count_outputs(interpreter)
         results.append([np.array(interpreter.get_output(i), copy=True) for i in range(n_outputs)])
     return results
-
-
-def _count_outputs(interpreter) -> int:
-    count = 0
-    while True:
-        try:
-            interpreter.get_output_details(count)
-        except Exception:
-            return count
-        count += 1
 
 
 _PROBE = """

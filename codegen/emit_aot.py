@@ -1,0 +1,158 @@
+"""Emit mcuforge's own ahead-of-time C for a graph: model.h, model.c, the kernels, report.json.
+
+The output runs with no interpreter and no flatbuffer on the device. Constants (weights,
+bias, requantization multipliers) are computed here, once, and written as const arrays.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from .analyze import Analysis, analyze
+from .aot_ops import OPERATORS
+from .c_source import c_const_array, c_identifier
+from .errors import McuforgeError
+from .plan import MemoryPlan, plan_memory
+from .tflite_model import Graph
+
+KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+SHARED_KERNEL_HEADERS = ["mf_kernels.h", "mf_quant.h"]
+
+
+@dataclass
+class EmitContext:
+    """What an operator module's emit() uses: tensor addresses and const-array registration."""
+    name: str
+    graph: Graph
+    analysis: Analysis
+    plan: MemoryPlan
+    op_index: int = 0
+    constants: list[str] = field(default_factory=list)
+    param_blocks: list[str] = field(default_factory=list)
+    constant_bytes: int = 0
+
+    def tensor(self, tensor_index: int) -> str:
+        offset = self.plan.offsets[self.analysis.buffer_of[tensor_index]]
+        return f"({self.name}_arena + {offset})"
+
+    def constant(self, suffix: str, values: np.ndarray) -> str:
+        ident = f"{self.name}_n{self.op_index}_{suffix}"
+        values = np.ascontiguousarray(values)
+        self.constants.append(c_const_array(ident, values, align=16 if values.dtype.itemsize == 1 else 4))
+        self.constant_bytes += values.nbytes
+        return ident
+
+    def params(self, ctype: str, fields: dict) -> str:
+        ident = f"{self.name}_n{self.op_index}_params"
+        body = "\n".join(f"    .{key} = {value}," for key, value in fields.items())
+        self.param_blocks.append(f"static const {ctype} {ident} = {{\n{body}\n}};\n")
+        return ident
+
+
+def _io_entries(graph: Graph, ctx: EmitContext, indices: list[int]) -> list[dict]:
+    entries = []
+    for t in indices:
+        tensor = graph.tensors[t]
+        if tensor.dtype != "INT8":
+            raise McuforgeError(f"model {'input' if t in graph.inputs else 'output'} {tensor.name!r} is {tensor.dtype}",
+                                where=f"{graph.path}: tensor {t}",
+                                fix="convert with int8 input and output (`mcuforge convert` does this)")
+        entries.append({"index": t, "nbytes": tensor.nbytes, "address": ctx.tensor(t)})
+    return entries
+
+
+def io_details(graph: Graph, indices: list[int]) -> list[dict]:
+    details = []
+    for t in indices:
+        tensor = graph.tensors[t]
+        details.append({"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype.lower(),
+                        **tensor.quant_summary()})
+    return details
+
+
+def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | None = None) -> tuple[dict[str, str], dict]:
+    """The generated files (file name -> text) and the report, without touching the disk."""
+    name = c_identifier(name)
+    analysis = analyze(graph)
+    plan = plan_memory(analysis)
+    ctx = EmitContext(name, graph, analysis, plan)
+    steps, kernel_sources = [], []
+    for op, macs in zip(graph.operators, analysis.macs):
+        module = OPERATORS[op.opcode]
+        ctx.op_index = op.index
+        steps.append({"index": op.index, "opcode": op.opcode, "macs": macs, "code": module.emit(graph, op, ctx)})
+        kernel_sources += [k for k in module.KERNEL_SOURCES if k not in kernel_sources]
+    sha256 = hashlib.sha256(source_bytes).hexdigest() if source_bytes is not None else ""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), keep_trailing_newline=True,
+                             undefined=jinja2.StrictUndefined)
+    values = dict(name=name, NAME=name.upper(), source=Path(graph.path).name, sha256=sha256,
+                  arena_bytes=max(plan.arena_bytes, 1), inputs=_io_entries(graph, ctx, graph.inputs),
+                  outputs=_io_entries(graph, ctx, graph.outputs), constants=ctx.constants,
+                  param_blocks=ctx.param_blocks, steps=steps)
+    files = {
+        f"{name}.h": env.get_template("aot_model.h.j2").render(values),
+        f"{name}.c": env.get_template("aot_model.c.j2").render(values),
+    }
+    for header in SHARED_KERNEL_HEADERS:
+        files[header] = (KERNELS_DIR / header).read_text()
+    for source in kernel_sources:
+        files[Path(source).name] = (KERNELS_DIR / source).read_text()
+    report = {
+        "engine": "aot",
+        "name": name,
+        "model": {"path": str(graph.path), "sha256": sha256},
+        "ops": analysis.op_counts,
+        "arena_bytes": plan.arena_bytes,
+        "arena_strategy": plan.strategy,
+        "peak_live_bytes": plan.peak_live_bytes,
+        "weights_bytes": ctx.constant_bytes,
+        "macs": analysis.total_macs,
+        "kernels": "portable",
+        "sources": sorted(f for f in files if f.endswith(".c")),
+        "input": io_details(graph, graph.inputs),
+        "output": io_details(graph, graph.outputs),
+    }
+    return files, report
+
+
+def write_directory_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:
+    """Write all files into a fresh directory, then swap it in: a failure leaves the old one intact."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for file_name, content in files.items():
+            target = staging / file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
+        if out_dir.exists():
+            retired = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(retired, ignore_errors=True)
+            out_dir.rename(retired)
+            staging.rename(out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def emit_aot(graph: Graph, out_dir: str | Path, name: str = "model") -> dict:
+    """Write the AOT sources and report.json into out_dir; return the report."""
+    source_bytes = Path(graph.path).read_bytes() if Path(graph.path).is_file() else None
+    files, report = render_aot_sources(graph, name, source_bytes)
+    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    write_directory_atomically(Path(out_dir), files)
+    return report
