@@ -1,2 +1,119 @@
-def main():
-    print("mcuforge")
+"""The `mcuforge` command line: a thin layer over the pipeline functions.
+
+Each command parses its options, calls one stage function and prints what it returned.
+Errors in the input come out as a short message with a non-zero exit; `--debug` shows the
+traceback as well.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import click
+
+from mcuforge.codegen.errors import McuforgeError
+
+ENGINES = ("aot", "tflm")
+
+
+class McuforgeGroup(click.Group):
+    """Turns McuforgeError into a clean message and exit code 1 unless --debug is given."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except McuforgeError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.secho(f"error: {exc.what}", fg="red", err=True)
+            if exc.where:
+                click.echo(f"  where: {exc.where}", err=True)
+            if exc.fix:
+                click.echo(f"  fix:   {exc.fix}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was replaced", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=McuforgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")
+@click.version_option(version("mcuforge"), prog_name="mcuforge")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Put int8 neural networks on microcontrollers, and keep them working."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def boards(as_json: bool) -> None:
+    """List the supported boards (one data file each in boards/)."""
+    from mcuforge.boards import all_boards
+    from .board_table import board_rows, format_board_table
+
+    rows = board_rows(all_boards())
+    click.echo(json.dumps(rows, indent=2) if as_json else format_board_table(rows))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration inputs (.npy or .npz).")
+@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Held-out data (.npz with x, y) to compare float and int8.")
+@click.option("--samples", type=int, default=None, help="Use at most this many calibration samples.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The int8 .tflite to write.")
+def convert(model: Path, calib: Path | None, eval_data: Path | None, samples: int | None, output: Path) -> None:
+    """Convert a Keras model (.keras, .h5, SavedModel) to a full-int8 .tflite."""
+    from mcuforge.codegen.quantize import convert as convert_model
+
+    report = convert_model(model, output, calib=calib, eval_data=eval_data, num_calib_samples=samples)
+    click.echo(json.dumps(report.to_dict(), indent=2))
+
+
+@cli.command(name="compile")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--engine", type=click.Choice(ENGINES), default="aot", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for the generated sources.")
+@click.option("--name", default="model", show_default=True, help="C identifier prefix of the generated code.")
+def compile_model(model: Path, engine: str, output: Path, name: str) -> None:
+    """Compile an int8 .tflite into C for an engine (aot: mcuforge's own C; tflm: C array for TFLM)."""
+    if engine == "aot":
+        from mcuforge.codegen.emit_aot import emit_aot
+        from mcuforge.codegen.tflite_model import load_tflite
+
+        report = emit_aot(load_tflite(model), output, name=name)
+    else:
+        from mcuforge.codegen.emit_tflm import emit_tflm
+
+        report = emit_tflm(model, output, name=name)
+    summary = {k: report[k] for k in ("engine", "ops", "arena_bytes", "weights_bytes", "model_bytes") if k in report}
+    click.echo(json.dumps(summary, indent=2))
+    click.echo(f"wrote {output}/ (report.json has the details)")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--board", required=True, help="host, or an emulated board: mps3-an547, mps2-an386, ...")
+@click.option("--samples", type=click.IntRange(min=1), default=10, show_default=True, help="Random int8 inputs to try.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep", type=click.Path(path_type=Path), default=None, help="Keep the generated code and build here.")
+def verify(model: Path, board: str, samples: int, seed: int, keep: Path | None) -> None:
+    """Run the AOT code on a board and compare every output bit for bit with TFLM."""
+    from .verify import verify_model
+
+    result = verify_model(model, board, samples=samples, seed=seed, keep_dir=keep)
+    for line in result.details():
+        click.echo(line)
+    click.echo(f"bit-exact: {result.matches}/{result.total}")
+    if result.matches != result.total:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="mcuforge")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+import json
+
+from click.testing import CliRunner
+
+from mcuforge.host_tools.cli import cli
+
+from conftest import shared_model
+
+
+def test_compile_writes_sources_and_report(tmp_path):
+    out = tmp_path / "aot"
+    result = CliRunner().invoke(cli, ["compile", str(shared_model("ad01_int8.tflite")), "--engine", "aot", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    files = {p.name for p in out.iterdir()}
+    assert {"model.h", "model.c", "report.json", "fully_connected_s8.c", "mf_quant.h"} <= files
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"] == "aot" and report["ops"] == {"FULLY_CONNECTED": 10}
+    assert report["input"][0]["shape"] == [1, 640] and report["input"][0]["dtype"] == "int8"
+    assert isinstance(report["output"][0]["scale"], float) and isinstance(report["output"][0]["zero_point"], int)
+    assert 0 < report["arena_bytes"] <= 768
+    # Weights and biases of ten dense layers are all in flash: at least one byte per weight.
+    assert report["weights_bytes"] >= report["macs"]
+    source = (out / "model.c").read_text()
+    assert "flatbuffer" not in source.lower() and "tflite" not in (out / "model.h").read_text().split("\n", 1)[1]
+    assert "static int8_t model_arena[MODEL_ARENA_BYTES]" in source
+
+
+def test_failed_compile_keeps_previous_output(tmp_path):
+    out = tmp_path / "aot"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["compile", str(shared_model("hello_world_int8.tflite")), "-o", str(out)]).exit_code == 0
+    before = (out / "model.c").read_text()
+    result = runner.invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")), "-o", str(out)])
+    assert result.exit_code == 1
+    assert (out / "model.c").read_text() == before
+
+
+def test_unsupported_op_error_names_op_node_and_supported_set(tmp_path):
+    result = CliRunner().invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert "unsupported operator CONV_2D at node 0" in result.output
+    assert "FULLY_CONNECTED" in result.output and "RESHAPE" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_model_files_get_clear_errors(tmp_path):
+    runner = CliRunner()
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"\x00" * 64)
+    result = runner.invoke(cli, ["compile", str(junk), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "not a TensorFlow Lite model" in result.output
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(shared_model("ad01_int8.tflite").read_bytes()[:20000])
+    result = runner.invoke(cli, ["compile", str(cut), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "truncated" in result.output and "Traceback" not in result.output
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"nonsense" * 4)
+    result = CliRunner().invoke(cli, ["--debug", "compile", str(junk), "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and result.exception is not None
