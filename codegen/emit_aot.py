@@ -24,7 +24,7 @@ from .tflite_model import Graph
 
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-SHARED_KERNEL_HEADERS = ["mf_kernels.h", "mf_quant.h"]
+SHARED_KERNEL_HEADERS = ["mf_quant.h"]
 
 
 @dataclass
@@ -50,8 +50,8 @@ class EmitContext:
         self.constant_bytes += values.nbytes
         return ident
 
-    def params(self, ctype: str, fields: dict) -> str:
-        ident = f"{self.name}_n{self.op_index}_params"
+    def params(self, ctype: str, fields: dict, suffix: str = "params") -> str:
+        ident = f"{self.name}_n{self.op_index}_{suffix}"
         body = "\n".join(f"    .{key} = {value}," for key, value in fields.items())
         self.param_blocks.append(f"static const {ctype} {ident} = {{\n{body}\n}};\n")
         return ident
@@ -84,24 +84,25 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
     analysis = analyze(graph)
     plan = plan_memory(analysis)
     ctx = EmitContext(name, graph, analysis, plan)
-    steps, kernel_sources = [], []
+    steps, kernel_sources, kernel_headers = [], [], []
     for op, macs in zip(graph.operators, analysis.macs):
         module = OPERATORS[op.opcode]
         ctx.op_index = op.index
         steps.append({"index": op.index, "opcode": op.opcode, "macs": macs, "code": module.emit(graph, op, ctx)})
         kernel_sources += [k for k in module.KERNEL_SOURCES if k not in kernel_sources]
+        kernel_headers += [k for k in module.KERNEL_HEADERS if k not in kernel_headers]
     sha256 = hashlib.sha256(source_bytes).hexdigest() if source_bytes is not None else ""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined)
     values = dict(name=name, NAME=name.upper(), source=Path(graph.path).name, sha256=sha256,
                   arena_bytes=max(plan.arena_bytes, 1), inputs=_io_entries(graph, ctx, graph.inputs),
                   outputs=_io_entries(graph, ctx, graph.outputs), constants=ctx.constants,
-                  param_blocks=ctx.param_blocks, steps=steps)
+                  param_blocks=ctx.param_blocks, steps=steps, kernel_headers=kernel_headers)
     files = {
         f"{name}.h": env.get_template("aot_model.h.j2").render(values),
         f"{name}.c": env.get_template("aot_model.c.j2").render(values),
     }
-    for header in SHARED_KERNEL_HEADERS:
+    for header in SHARED_KERNEL_HEADERS + kernel_headers:
         files[header] = (KERNELS_DIR / header).read_text()
     for source in kernel_sources:
         files[Path(source).name] = (KERNELS_DIR / source).read_text()

@@ -35,21 +35,19 @@ _SOFTMAX_SUM_TOLERANCE = 1e-3
 class ConvertReport:
     source: str
     source_kind: str                 # "keras", "saved_model" or "tflite"
-    output: str
+    target: str                      # the .tflite written
     passthrough: bool                # the source was already full int8 and was copied as is
     seconds: float
     model_bytes: int
     ops: dict[str, int]
-    input: list[dict]
-    output_tensors: list[dict]
+    input: list[dict]                # per tensor: name, shape, dtype, scale, zero_point
+    output: list[dict]
     calibration: dict | None = None  # file and number of samples used
     evaluation: dict | None = None   # float vs int8 agreement on held-out data
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["output_tensors"] = data.pop("output_tensors")
-        return data
+        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +157,7 @@ class _FloatModel:
         if spec.dtype != tf.float32:
             raise McuforgeError(f"the model input '{input_name}' is {spec.dtype.name}; a float32 input is expected",
                                 where=str(path), fix="convert a model that takes float32 input")
-        dims = spec.shape.as_list()
+        dims = spec.shape.as_list() if spec.shape.rank is not None else None
         if not dims or any(d is None for d in dims[1:]):
             raise McuforgeError(f"the model input '{input_name}' has shape {dims}: every dimension but the batch must be fixed",
                                 where=str(path), fix="build the model with a fixed input shape, e.g. keras.Input((64, 3))")
@@ -245,15 +243,15 @@ def tensor_summary(graph: Graph, index: int) -> dict:
 
 
 def full_int8_problem(graph: Graph) -> str | None:
-    """Why the model is not full int8 (int8 inputs, outputs and no float tensors), or None."""
-    float_tensors = [t for t in graph.tensors if t.dtype in FLOAT_TYPES]
+    """Why the model is not full int8 (int8 inputs and outputs, no float tensors), or None."""
+    if not any(t.dtype == "INT8" for t in graph.tensors):
+        return "it is a float model (no int8 tensors)"
     io = [graph.tensors[i] for i in graph.inputs + graph.outputs]
-    if float_tensors and all(t.dtype in FLOAT_TYPES for t in graph.tensors if t.is_constant and t.data.size > 1):
-        return "it is a float model"
     non_int8_io = [t for t in io if t.dtype != "INT8"]
     if non_int8_io:
-        listed = ", ".join(f"'{t.name}' {t.dtype}" for t in non_int8_io)
+        listed = ", ".join(f"'{t.name}' is {t.dtype}" for t in non_int8_io)
         return f"its inputs/outputs are not int8 ({listed})"
+    float_tensors = [t for t in graph.tensors if t.dtype in FLOAT_TYPES]
     if float_tensors:
         return f"{len(float_tensors)} of its tensors are float (e.g. '{float_tensors[0].name}')"
     return None
@@ -399,10 +397,10 @@ def convert(model_path: str | Path, out_path: str | Path, calib: str | Path | No
             evaluation["file"] = str(eval_data)
     write_bytes_atomically(out_path, model_bytes)
     return ConvertReport(
-        source=str(model_path), source_kind=kind, output=str(out_path), passthrough=False,
+        source=str(model_path), source_kind=kind, target=str(out_path), passthrough=False,
         seconds=round(time.perf_counter() - started, 3), model_bytes=len(model_bytes), ops=graph.op_counts(),
         input=[tensor_summary(graph, i) for i in graph.inputs],
-        output_tensors=[tensor_summary(graph, i) for i in graph.outputs],
+        output=[tensor_summary(graph, i) for i in graph.outputs],
         calibration={"file": str(calib_path), "samples": int(len(calib_x))},
         evaluation=evaluation)
 
@@ -441,14 +439,18 @@ def _pass_through(model_path: Path, out_path: Path, eval_data, task: str, starte
     evaluation = None
     notes = ["the model was already full int8 and was copied unchanged"]
     if eval_data is not None:
+        if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+            raise McuforgeError(f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+                                f"evaluation supports single-input, single-output models",
+                                where=str(model_path), fix="convert without evaluation data")
         sample_shape = tuple(graph.tensors[graph.inputs[0]].shape[1:])
         x, y = _load_eval(eval_data, sample_shape)
         evaluation = agreement(None, run_int8(model_bytes, graph, x), y, task)
         evaluation["file"] = str(eval_data)
         notes.append("no float model was given, so only the int8 model was evaluated")
     return ConvertReport(
-        source=str(model_path), source_kind="tflite", output=str(out_path), passthrough=True,
+        source=str(model_path), source_kind="tflite", target=str(out_path), passthrough=True,
         seconds=round(time.perf_counter() - started, 3), model_bytes=len(model_bytes), ops=graph.op_counts(),
         input=[tensor_summary(graph, i) for i in graph.inputs],
-        output_tensors=[tensor_summary(graph, i) for i in graph.outputs],
+        output=[tensor_summary(graph, i) for i in graph.outputs],
         evaluation=evaluation, notes=notes)

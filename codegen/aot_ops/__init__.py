@@ -1,25 +1,38 @@
 """One module per operator that the AOT engine implements.
 
 Each operator module provides:
-- `KERNEL_SOURCES`: kernel files (relative to codegen/kernels/) its C call needs;
+- `OPCODE`: the TFLite builtin operator name it implements, e.g. "FULLY_CONNECTED";
+- `KERNEL_SOURCES`, `KERNEL_HEADERS`: kernel files (relative to codegen/kernels/) its C call needs;
 - `IS_VIEW`: True when the output is the input's bytes under another shape (no code, no copy);
 - `check(graph, op)`: raise McuforgeError for options the kernels do not implement;
 - `macs(graph, op)`: multiply-accumulates per inference;
 - `emit(graph, op, ctx)`: the C statements of the call, using `ctx` for tensor addresses and
-  for registering `const` arrays.
+  for registering `const` arrays and parameter blocks.
+
+Modules are discovered by name: adding an operator means adding a module here.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import McuforgeError
 from ..tflite_model import Graph, Operator
-from . import fully_connected, reshape
-from .checks import require_int8  # noqa: F401  (re-exported for operator modules)
 
-OPERATORS = {
-    "FULLY_CONNECTED": fully_connected,
-    "RESHAPE": reshape,
-}
+_HELPER_MODULES = {"checks"}
 
+
+def _discover() -> dict:
+    operators = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in _HELPER_MODULES or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        operators[module.OPCODE] = module
+    return operators
+
+
+OPERATORS = _discover()
 SUPPORTED_OPS = tuple(sorted(OPERATORS))
 
 
@@ -37,4 +50,3 @@ def operator_module(graph: Graph, op: Operator):
             where=f"{graph.path}: operator {op.index} ({op.opcode})",
             fix=f"the aot engine supports: {', '.join(SUPPORTED_OPS)}; use --engine tflm for this model")
     return module
-

@@ -7,7 +7,9 @@ from ..errors import McuforgeError
 from ..quantization import activation_range, conv_multipliers
 from .checks import require_int8
 
+OPCODE = "FULLY_CONNECTED"
 KERNEL_SOURCES = ["portable/fully_connected_s8.c"]
+KERNEL_HEADERS = ["fully_connected_s8.h"]
 IS_VIEW = False
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 

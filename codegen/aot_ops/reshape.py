@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from ..errors import McuforgeError
 
+OPCODE = "RESHAPE"
 KERNEL_SOURCES: list[str] = []
+KERNEL_HEADERS: list[str] = []
 IS_VIEW = True
 
 

@@ -2,7 +2,7 @@
  * Semantics of TFLM's reference_integer_ops::FullyConnected (per tensor and per channel). */
 #include <stddef.h>
 
-#include "mf_kernels.h"
+#include "fully_connected_s8.h"
 #include "mf_quant.h"
 
 void mf_fully_connected_s8(const mf_fully_connected_params *p, const int8_t *input, int8_t *output)

@@ -1,9 +1,6 @@
-/* Parameters and entry points of the mcuforge int8 kernels.
- *
- * Every kernel has one portable C99 implementation (kernels/portable/); optimized versions
- * for Arm DSP and Helium keep the same signature and must be bit-exact with it. */
-#ifndef MF_KERNELS_H
-#define MF_KERNELS_H
+/* FULLY_CONNECTED (int8): parameters and entry point. */
+#ifndef MF_FULLY_CONNECTED_S8_H
+#define MF_FULLY_CONNECTED_S8_H
 
 #include <stdint.h>
 
@@ -25,4 +22,4 @@ typedef struct {
 
 void mf_fully_connected_s8(const mf_fully_connected_params *p, const int8_t *input, int8_t *output);
 
-#endif /* MF_KERNELS_H */
+#endif /* MF_FULLY_CONNECTED_S8_H */
