@@ -1,7 +1,8 @@
 """One module per operator that the AOT engine implements.
 
 Each operator module provides:
-- `OPCODE`: the TFLite builtin operator name it implements, e.g. "FULLY_CONNECTED";
+- `OPCODE`: the TFLite builtin operator name it implements, e.g. "FULLY_CONNECTED" (or a tuple
+  of names when one implementation serves several);
 - `KERNEL_SOURCES`, `KERNEL_HEADERS`: kernel files (relative to codegen/kernels/) its C call needs;
 - `IS_VIEW`: True when the output is the input's bytes under another shape (no code, no copy);
 - `check(graph, op)`: raise McuforgeError for options the kernels do not implement;
@@ -19,7 +20,7 @@ import pkgutil
 from ..errors import McuforgeError
 from ..tflite_model import Graph, Operator
 
-_HELPER_MODULES = {"checks"}
+_HELPER_MODULES = {"checks", "window", "conv_common", "pool_common"}
 
 
 def _discover() -> dict:
@@ -28,7 +29,9 @@ def _discover() -> dict:
         if info.name in _HELPER_MODULES or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        operators[module.OPCODE] = module
+        opcodes = module.OPCODE if isinstance(module.OPCODE, tuple) else (module.OPCODE,)
+        for opcode in opcodes:
+            operators[opcode] = module
     return operators
 
 

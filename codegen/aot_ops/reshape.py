@@ -1,9 +1,10 @@
-"""RESHAPE: the output is the input's bytes under another shape, so it is an alias, not a copy."""
+"""RESHAPE, EXPAND_DIMS and SQUEEZE: the output is the input's bytes under another shape, so it is an
+alias of the input, not a copy."""
 from __future__ import annotations
 
 from ..errors import McuforgeError
 
-OPCODE = "RESHAPE"
+OPCODE = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE")
 KERNEL_SOURCES: list[str] = []
 KERNEL_HEADERS: list[str] = []
 IS_VIEW = True
@@ -12,12 +13,12 @@ IS_VIEW = True
 def check(graph, op) -> None:
     source = graph.tensor(op.inputs[0])
     if source.is_constant:
-        raise McuforgeError(f"RESHAPE at node {op.index} reshapes a constant tensor",
-                            where=f"{graph.path}: operator {op.index} (RESHAPE)",
+        raise McuforgeError(f"{op.opcode} at node {op.index} reshapes a constant tensor",
+                            where=f"{graph.path}: operator {op.index} ({op.opcode})",
                             fix="fold the constant reshape into the model before export")
     if source.nbytes != graph.tensor(op.outputs[0]).nbytes:
-        raise McuforgeError(f"RESHAPE at node {op.index} changes the byte size of its tensor",
-                            where=f"{graph.path}: operator {op.index} (RESHAPE)",
+        raise McuforgeError(f"{op.opcode} at node {op.index} changes the byte size of its tensor",
+                            where=f"{graph.path}: operator {op.index} ({op.opcode})",
                             fix="the model file is inconsistent; export it again")
 
 
@@ -26,4 +27,4 @@ def macs(graph, op) -> int:
 
 
 def emit(graph, op, ctx) -> str:
-    return f"/* RESHAPE: {ctx.tensor(op.outputs[0])} aliases {ctx.tensor(op.inputs[0])} */"
+    return f"/* {op.opcode}: {ctx.tensor(op.outputs[0])} aliases {ctx.tensor(op.inputs[0])} */"

@@ -1,0 +1,49 @@
+"""Requantization constants shared by CONV_2D and DEPTHWISE_CONV_2D."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import McuforgeError
+from ..quantization import activation_range, conv_multipliers
+from .checks import require_int8
+
+ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
+
+
+def check_conv_like(graph, op, where: str, channel_axis: int) -> None:
+    activation = op.options.get("activation", "NONE")
+    if activation not in ACTIVATIONS:
+        raise McuforgeError(f"{op.opcode} at node {op.index} fuses activation {activation}", where=where,
+                            fix=f"use one of {', '.join(ACTIVATIONS)}")
+    require_int8(graph, op, [op.inputs[0], op.inputs[1], op.outputs[0]])
+    filt = graph.tensor(op.inputs[1])
+    if not filt.is_constant:
+        raise McuforgeError(f"{op.opcode} at node {op.index} has non-constant weights", where=where,
+                            fix="freeze the weights into the model")
+    if filt.per_channel and filt.quantized_dimension != channel_axis:
+        raise McuforgeError(f"{op.opcode} at node {op.index} is quantized along axis {filt.quantized_dimension}",
+                            where=where, fix=f"quantize weights per output channel (axis {channel_axis})")
+    if np.any(filt.zero_point != 0):
+        raise McuforgeError(f"{op.opcode} at node {op.index} has asymmetric weights", where=where,
+                            fix="quantize weights symmetrically (TFLite's int8 scheme does)")
+    bias = graph.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+    if bias is not None and (bias.dtype != "INT32" or not bias.is_constant):
+        raise McuforgeError(f"{op.opcode} at node {op.index} has a {bias.dtype} bias; int32 constant expected",
+                            where=where, fix="quantize the model to full int8 with `mcuforge convert`")
+
+
+def requant_fields(graph, op, ctx, channels: int) -> dict:
+    """Per-channel multipliers/shifts (replicated for per-tensor weights), bias, offsets, clamp."""
+    input_t, filt, output = graph.tensor(op.inputs[0]), graph.tensor(op.inputs[1]), graph.tensor(op.outputs[0])
+    bias = graph.tensor(op.inputs[2]) if len(op.inputs) > 2 else None
+    scales = filt.scale if filt.per_channel else np.repeat(filt.scale, channels)
+    multipliers, shifts = conv_multipliers(input_t.scale[0], scales, output.scale[0])
+    act_min, act_max = activation_range(op.options.get("activation", "NONE"), output.scale[0], output.zero_point[0])
+    return {
+        "input_offset": -int(input_t.zero_point[0]),
+        "output_offset": int(output.zero_point[0]),
+        "act_min": act_min, "act_max": act_max,
+        "bias": ctx.constant("bias", bias.data) if bias is not None else "NULL",
+        "multiplier": ctx.constant("multiplier", multipliers),
+        "shift": ctx.constant("shift", shifts),
+    }

@@ -1,0 +1,83 @@
+"""Tier 2: Keras models built and quantized here, compiled by the AOT engine with the host gcc,
+and compared bit for bit with TFLM's reference interpreter."""
+import numpy as np
+import pytest
+
+from mcuforge.codegen.quantize import convert
+from mcuforge.codegen.tflite_model import load_tflite
+from mcuforge.host_tools.verify import verify_model
+
+pytestmark = pytest.mark.slow
+
+
+def _conv_block(keras):
+    x = inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", activation="relu6")(x)
+    x = keras.layers.Conv2D(6, 1)(x)
+    x = keras.layers.AveragePooling2D(2)(x)
+    x = keras.layers.MaxPooling2D(2, padding="same")(x)
+    x = keras.layers.Flatten()(x)
+    return inputs, keras.layers.Dense(5)(x)
+
+
+def _dilated(keras):
+    x = inputs = keras.Input((20, 20, 2))
+    x = keras.layers.Conv2D(4, 3, dilation_rate=2, padding="same", activation="relu")(x)
+    x = keras.layers.DepthwiseConv2D(3, dilation_rate=2, padding="same")(x)
+    x = keras.layers.AveragePooling2D(3, strides=2, padding="same")(x)
+    x = keras.layers.Flatten()(x)
+    return inputs, keras.layers.Dense(3, activation="relu")(x)
+
+
+def _sensor_1d(keras):
+    x = inputs = keras.Input((64, 3))
+    x = keras.layers.Conv1D(8, 5, strides=2, activation="relu")(x)
+    x = keras.layers.MaxPooling1D(2)(x)
+    x = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    return inputs, keras.layers.Dense(4)(x)
+
+
+def _mlp(keras):
+    x = inputs = keras.Input((12,))
+    x = keras.layers.Dense(16, activation="relu6")(x)
+    x = keras.layers.Reshape((4, 4))(x)
+    x = keras.layers.Flatten()(x)
+    return inputs, keras.layers.Dense(6)(x)
+
+
+BUILDERS = {"conv_block": _conv_block, "dilated": _dilated, "sensor_1d": _sensor_1d, "mlp": _mlp}
+
+
+@pytest.fixture(scope="module")
+def int8_models(tmp_path_factory):
+    import tensorflow as tf
+
+    keras = tf.keras
+    keras.utils.set_random_seed(3)
+    root = tmp_path_factory.mktemp("keras")
+    models = {}
+    for name, build in BUILDERS.items():
+        inputs, outputs = build(keras)
+        model = keras.Model(inputs, outputs)
+        model.save(root / f"{name}.keras")
+        calib = np.random.default_rng(0).normal(size=(64, *inputs.shape[1:])).astype(np.float32)
+        np.save(root / f"{name}_calib.npy", calib)
+        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
+        models[name] = root / f"{name}.tflite"
+    return models
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_keras_model_is_bit_exact_on_host(int8_models, name):
+    result = verify_model(int8_models[name], "host", samples=25, seed=11)
+    assert result.total == 25
+    assert result.matches == 25, result.details()
+
+
+def test_expected_operators_were_exercised(int8_models):
+    seen = set()
+    for path in int8_models.values():
+        seen |= set(load_tflite(path).op_counts())
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "FULLY_CONNECTED", "RESHAPE"} <= seen
