@@ -25,6 +25,7 @@ from .tflite_model import Graph
 KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 SHARED_KERNEL_HEADERS = ["mf_quant.h"]
+IO_CTYPES = {"INT8": "int8_t", "FLOAT32": "float"}
 
 
 @dataclass
@@ -39,7 +40,15 @@ class EmitContext:
     param_blocks: list[str] = field(default_factory=list)
     constant_bytes: int = 0
 
+    constant_tensors: dict[int, str] = field(default_factory=dict)
+
     def tensor(self, tensor_index: int) -> str:
+        """The address of a tensor: its place in the arena, or its const array if it is a constant."""
+        tensor = self.graph.tensors[tensor_index]
+        if tensor.is_constant:
+            if tensor_index not in self.constant_tensors:
+                self.constant_tensors[tensor_index] = self.constant(f"t{tensor_index}", tensor.data)
+            return self.constant_tensors[tensor_index]
         offset = self.plan.offsets[self.analysis.buffer_of[tensor_index]]
         return f"({self.name}_arena + {offset})"
 
@@ -61,11 +70,11 @@ def _io_entries(graph: Graph, ctx: EmitContext, indices: list[int]) -> list[dict
     entries = []
     for t in indices:
         tensor = graph.tensors[t]
-        if tensor.dtype != "INT8":
+        if tensor.dtype not in IO_CTYPES:
             raise McuforgeError(f"model {'input' if t in graph.inputs else 'output'} {tensor.name!r} is {tensor.dtype}",
                                 where=f"{graph.path}: tensor {t}",
-                                fix="convert with int8 input and output (`mcuforge convert` does this)")
-        entries.append({"index": t, "nbytes": tensor.nbytes, "address": ctx.tensor(t)})
+                                fix="convert with int8 (or float32) input and output (`mcuforge convert` gives int8)")
+        entries.append({"index": t, "nbytes": tensor.nbytes, "address": ctx.tensor(t), "ctype": IO_CTYPES[tensor.dtype]})
     return entries
 
 

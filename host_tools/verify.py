@@ -21,7 +21,7 @@ class Mismatch:
     sample: int
     output: int
     differing_bytes: int
-    max_abs_diff: int
+    max_abs_diff: float
 
 
 @dataclass
@@ -54,10 +54,20 @@ class VerifyResult:
         return lines
 
 
-def random_int8_samples(graph: Graph, count: int, seed: int) -> list[list[np.ndarray]]:
+def _random_input(rng: np.random.Generator, tensor) -> np.ndarray:
+    if tensor.dtype == "INT8":
+        return rng.integers(-128, 128, size=tensor.shape, dtype=np.int8)
+    if tensor.dtype == "FLOAT32":
+        # Spread over (and a little beyond) the range the following QUANTIZE can represent.
+        return rng.normal(0.0, 2.0, size=tensor.shape).astype(np.float32)
+    raise McuforgeError(f"model input {tensor.name!r} is {tensor.dtype}", where=f"tensor {tensor.index}",
+                        fix="verify handles int8 and float32 inputs")
+
+
+def random_samples(graph: Graph, count: int, seed: int) -> list[list[np.ndarray]]:
+    """Random inputs over the whole int8 range (and normal floats for float inputs), reproducible by seed."""
     rng = np.random.default_rng(seed)
-    return [[rng.integers(-128, 128, size=graph.tensors[t].shape, dtype=np.int8) for t in graph.inputs]
-            for _ in range(count)]
+    return [[_random_input(rng, graph.tensors[t]) for t in graph.inputs] for _ in range(count)]
 
 
 def run_aot(model_dir: Path, build_dir: Path, board_name: str, blob: bytes) -> tuple[str, int | None]:
@@ -84,7 +94,7 @@ def verify_model(model_path: str | Path, board_name: str, samples: int = 10, see
 
     graph = load_tflite(model_path)
     model_bytes = Path(model_path).read_bytes()
-    inputs = random_int8_samples(graph, samples, seed)
+    inputs = random_samples(graph, samples, seed)
     expected = run_reference(model_bytes, inputs)
     blob = b"".join(x.tobytes() for sample in inputs for x in sample)
     output_sizes = [graph.tensors[t].nbytes for t in graph.outputs]
@@ -104,13 +114,13 @@ def verify_model(model_path: str | Path, board_name: str, samples: int = 10, see
     for i, (got, want) in enumerate(zip(results, expected)):
         sample_ok = True
         for j, (got_bytes, want_array) in enumerate(zip(got.outputs, want)):
-            got_array = np.frombuffer(got_bytes, dtype=np.int8)
-            want_flat = want_array.astype(np.int8).ravel()
-            if got_array.shape != want_flat.shape or not np.array_equal(got_array, want_flat):
+            want_bytes = np.ascontiguousarray(want_array).tobytes()
+            if got_bytes != want_bytes:  # bit for bit, whatever the element type
                 sample_ok = False
-                n = min(len(got_array), len(want_flat))
-                diff = np.abs(got_array[:n].astype(int) - want_flat[:n].astype(int))
-                verdict.mismatches.append(Mismatch(i, j, int((diff != 0).sum()) + abs(len(got_array) - len(want_flat)),
-                                                   int(diff.max()) if n else 0))
+                got_array = np.frombuffer(got_bytes[: len(want_bytes)], dtype=want_array.dtype)
+                want_flat = want_array.ravel()[: len(got_array)]
+                diff = np.abs(got_array.astype(np.float64) - want_flat.astype(np.float64))
+                verdict.mismatches.append(Mismatch(i, j, int((diff != 0).sum()) + abs(len(got_bytes) - len(want_bytes)),
+                                                   float(diff.max()) if len(diff) else 0.0))
         verdict.matches += sample_ok
     return verdict

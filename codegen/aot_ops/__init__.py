@@ -10,7 +10,8 @@ Each operator module provides:
 - `emit(graph, op, ctx)`: the C statements of the call, using `ctx` for tensor addresses and
   for registering `const` arrays and parameter blocks.
 
-Modules are discovered by name: adding an operator means adding a module here.
+Modules are discovered: adding an operator means adding a module here. Modules without
+`OPCODE` hold shared helpers.
 """
 from __future__ import annotations
 
@@ -20,15 +21,13 @@ import pkgutil
 from ..errors import McuforgeError
 from ..tflite_model import Graph, Operator
 
-_HELPER_MODULES = {"checks", "window", "conv_common", "pool_common"}
-
 
 def _discover() -> dict:
     operators = {}
     for info in pkgutil.iter_modules(__path__):
-        if info.name in _HELPER_MODULES or info.name.startswith("_"):
-            continue
         module = importlib.import_module(f"{__name__}.{info.name}")
+        if not hasattr(module, "OPCODE"):  # shared helpers, not operators
+            continue
         opcodes = module.OPCODE if isinstance(module.OPCODE, tuple) else (module.OPCODE,)
         for opcode in opcodes:
             operators[opcode] = module

@@ -1,0 +1,18 @@
+/* MUL (int8, same shape or broadcast): parameters and entry point. */
+#ifndef MF_MUL_S8_H
+#define MF_MUL_S8_H
+
+#include <stdint.h>
+
+#include "mf_broadcast.h"
+
+typedef struct {
+    mf_broadcast bc;
+    int32_t input1_offset, input2_offset, output_offset;
+    int32_t output_multiplier, output_shift;
+    int32_t act_min, act_max;
+} mf_mul_params;
+
+void mf_mul_s8(const mf_mul_params *p, const int8_t *input1, const int8_t *input2, int8_t *output);
+
+#endif /* MF_MUL_S8_H */
