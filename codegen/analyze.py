@@ -31,15 +31,15 @@ class Analysis:
     buffer_of: dict[int, int]            # tensor index -> buffer id
     macs: list[int]                       # per operator
     op_counts: dict[str, int] = field(default_factory=dict)
+    live_bound: int = 0    # the largest set of tensors live at once, before any in-place sharing
 
     @property
     def total_macs(self) -> int:
         return sum(self.macs)
 
     def peak_live_bytes(self) -> int:
-        """The largest total size of buffers live at one step: a lower bound for any plan without in-place ops."""
-        steps = len(self.graph.operators) + 1
-        return max((sum(b.size for b in self.buffers if b.first <= s <= b.last) for s in range(steps)), default=0)
+        """The largest total size of buffers live at one step: a lower bound for a plan of these buffers."""
+        return _peak_live(self.buffers, len(self.graph.operators))
 
 
 def _find(parent: dict[int, int], t: int) -> int:
@@ -87,17 +87,42 @@ def analyze(graph: Graph) -> Analysis:
     for t in graph.outputs:
         last[t] = end
 
+    bound = _peak_live(_buffers(graph, activations, parent, first, last), end)
+
+    # In-place execution: an op that can overwrite an input whose bytes nobody reads afterwards
+    # writes its output there, and the two tensors become one buffer.
+    for step, (op, module) in enumerate(zip(graph.operators, modules)):
+        if not hasattr(module, "in_place_inputs") or op.outputs[0] not in activations:
+            continue
+        out_root = _find(parent, op.outputs[0])
+        for candidate in module.in_place_inputs(graph, op):
+            if candidate not in activations:
+                continue
+            root = _find(parent, candidate)
+            members = [t for t in activations if _find(parent, t) == root]
+            if root == out_root or max(last.get(t, 0) for t in members) != step:
+                continue
+            if graph.tensors[op.outputs[0]].nbytes > max(graph.tensors[t].nbytes for t in members):
+                continue
+            parent[out_root] = root
+            break
+
+    buffers = _buffers(graph, activations, parent, first, last)
+    buffer_of = {t: b.id for b in buffers for t in b.tensors}
+    macs = [module.macs(graph, op) for op, module in zip(graph.operators, modules)]
+    return Analysis(graph, buffers, buffer_of, macs, graph.op_counts(), live_bound=bound)
+
+
+def _buffers(graph: Graph, activations: set[int], parent: dict[int, int], first: dict[int, int],
+             last: dict[int, int]) -> list[Buffer]:
     groups: dict[int, list[int]] = {}
     for t in sorted(activations):
         groups.setdefault(_find(parent, t), []).append(t)
-    buffers, buffer_of = [], {}
-    for bid, (root, members) in enumerate(sorted(groups.items())):
-        size = max(graph.tensors[t].nbytes for t in members)
-        buffers.append(Buffer(bid, members, size,
-                              min(first.get(t, 0) for t in members),
-                              max(last.get(t, first.get(t, 0)) for t in members)))
-        for t in members:
-            buffer_of[t] = bid
+    return [Buffer(bid, members, max(graph.tensors[t].nbytes for t in members),
+                   min(first.get(t, 0) for t in members),
+                   max(last.get(t, first.get(t, 0)) for t in members))
+            for bid, (_, members) in enumerate(sorted(groups.items()))]
 
-    macs = [module.macs(graph, op) for op, module in zip(graph.operators, modules)]
-    return Analysis(graph, buffers, buffer_of, macs, graph.op_counts())
+
+def _peak_live(buffers: list[Buffer], end: int) -> int:
+    return max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in range(end + 1)), default=0)

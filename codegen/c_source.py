@@ -30,11 +30,15 @@ def c_hex_bytes(data: bytes, per_line: int = 16, indent: str = "    ") -> str:
     return (",\n" + indent).join(lines) if lines else "0"
 
 
-def c_const_array(name: str, values: np.ndarray, align: int = 4, static: bool = True) -> str:
-    """`const` array definition of a numpy array (flattened), aligned for word or vector loads."""
+def c_const_array(name: str, values: np.ndarray, align: int = 4, static: bool = True,
+                  section: str | None = None) -> str:
+    """`const` array definition of a numpy array (flattened), aligned for word or vector loads.
+
+    `section` lets a linker script place the array in a chosen memory (e.g. weights in flash)."""
     values = np.asarray(values)
     ctype = C_TYPES[values.dtype]
     storage = "static " if static else ""
+    attributes = f"aligned({align})" + (f", section(\"{section}\")" if section else "")
     body = c_literal_list(values.ravel())
-    return (f"{storage}const {ctype} {name}[{max(values.size, 1)}] __attribute__((aligned({align}))) = {{\n"
+    return (f"{storage}const {ctype} {name}[{max(values.size, 1)}] __attribute__(({attributes})) = {{\n"
             f"    {body}\n}};\n")

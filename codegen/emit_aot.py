@@ -26,6 +26,8 @@ KERNELS_DIR = Path(__file__).resolve().parent / "kernels"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 SHARED_KERNEL_HEADERS = ["mf_quant.h"]
 IO_CTYPES = {"INT8": "int8_t", "FLOAT32": "float"}
+# The firmware linker script places this section in the memory the board file marks for weights.
+WEIGHTS_SECTION = ".mcuforge_weights"
 
 
 @dataclass
@@ -55,7 +57,8 @@ class EmitContext:
     def constant(self, suffix: str, values: np.ndarray) -> str:
         ident = f"{self.name}_n{self.op_index}_{suffix}"
         values = np.ascontiguousarray(values)
-        self.constants.append(c_const_array(ident, values, align=16 if values.dtype.itemsize == 1 else 4))
+        self.constants.append(c_const_array(ident, values, align=16 if values.dtype.itemsize == 1 else 4,
+                                            section=WEIGHTS_SECTION))
         self.constant_bytes += values.nbytes
         return ident
 
@@ -122,7 +125,7 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
         "ops": analysis.op_counts,
         "arena_bytes": plan.arena_bytes,
         "arena_strategy": plan.strategy,
-        "peak_live_bytes": plan.peak_live_bytes,
+        "largest_live_set_bytes": analysis.live_bound,
         "weights_bytes": ctx.constant_bytes,
         "macs": analysis.total_macs,
         "kernels": "portable",

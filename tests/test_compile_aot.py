@@ -5,6 +5,13 @@ from click.testing import CliRunner
 from mcuforge.host_tools.cli import cli
 
 from conftest import shared_model
+from model_surgery import with_operator_replaced
+
+
+def _model_with_unsupported_op(tmp_path):
+    path = tmp_path / "hard_swish.tflite"
+    path.write_bytes(with_operator_replaced(shared_model("hello_world_int8.tflite").read_bytes(), 1, "HARD_SWISH"))
+    return path
 
 
 def test_compile_writes_sources_and_report(tmp_path):
@@ -30,15 +37,15 @@ def test_failed_compile_keeps_previous_output(tmp_path):
     runner = CliRunner()
     assert runner.invoke(cli, ["compile", str(shared_model("hello_world_int8.tflite")), "-o", str(out)]).exit_code == 0
     before = (out / "model.c").read_text()
-    result = runner.invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")), "-o", str(out)])
+    result = runner.invoke(cli, ["compile", str(_model_with_unsupported_op(tmp_path)), "-o", str(out)])
     assert result.exit_code == 1
     assert (out / "model.c").read_text() == before
 
 
 def test_unsupported_op_error_names_op_node_and_supported_set(tmp_path):
-    result = CliRunner().invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")), "-o", str(tmp_path / "x")])
+    result = CliRunner().invoke(cli, ["compile", str(_model_with_unsupported_op(tmp_path)), "-o", str(tmp_path / "x")])
     assert result.exit_code == 1
-    assert "unsupported operator CONV_2D at node 0" in result.output
+    assert "unsupported operator HARD_SWISH at node 1" in result.output
     assert "FULLY_CONNECTED" in result.output and "RESHAPE" in result.output
     assert "Traceback" not in result.output
 

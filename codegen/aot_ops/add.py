@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..quantization import activation_range, quantize_multiplier
-from .elementwise_common import binary_shapes, broadcast_initializer, check_binary as check  # noqa: F401
+from .elementwise_common import (binary_shapes, broadcast_initializer, check_binary as check,  # noqa: F401
+                                 same_shape_inputs as in_place_inputs)
 
 OPCODE = "ADD"
 KERNEL_SOURCES = ["portable/add_s8.c"]
@@ -34,3 +35,4 @@ def emit(graph, op, ctx) -> str:
     })
     return (f"mf_add_s8(&{params}, {ctx.tensor(op.inputs[0])}, {ctx.tensor(op.inputs[1])}, "
             f"{ctx.tensor(op.outputs[0])});")
+

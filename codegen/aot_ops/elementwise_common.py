@@ -53,3 +53,9 @@ def check_binary(graph, op) -> None:
 
 def binary_shapes(graph, op):
     return graph.tensor(op.inputs[0]).shape, graph.tensor(op.inputs[1]).shape, graph.tensor(op.outputs[0]).shape
+
+
+def same_shape_inputs(graph, op) -> list[int]:
+    """Inputs with the output's shape can be overwritten in place: each element is read before it is written."""
+    out_shape = graph.tensor(op.outputs[0]).shape
+    return [t for t in op.inputs[:2] if graph.tensor(t).shape == out_shape]

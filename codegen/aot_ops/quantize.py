@@ -43,3 +43,8 @@ def emit(graph, op, ctx) -> str:
                                                  "output_zero_point": int(result.zero_point[0]),
                                                  "multiplier": multiplier, "shift": shift})
     return f"mf_requantize_s8(&{params}, {src}, {dst});"
+
+
+def in_place_inputs(graph, op) -> list[int]:
+    """Element i is written at byte i, at or before where element i was read (float32 or int8 input)."""
+    return [op.inputs[0]]
