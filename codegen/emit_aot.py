@@ -90,8 +90,30 @@ def io_details(graph: Graph, indices: list[int]) -> list[dict]:
     return details
 
 
-def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | None = None) -> tuple[dict[str, str], dict]:
+KERNEL_VARIANTS = ("portable", "dsp", "mve")
+
+
+def kernel_variant_for(extensions) -> str:
+    """The fastest kernel family a core can run: Helium (MVE), else Arm DSP (SMLAD), else portable C."""
+    extensions = set(extensions or ())
+    if "mve" in extensions:
+        return "mve"
+    if "dsp" in extensions:
+        return "dsp"
+    return "portable"
+
+
+def _kernel_file(source: str, variant: str) -> Path:
+    """An optimized version of a kernel when one exists for `variant`; the portable one otherwise."""
+    optimized = KERNELS_DIR / variant / Path(source).name
+    return optimized if variant != "portable" and optimized.exists() else KERNELS_DIR / source
+
+
+def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | None = None,
+                       kernels: str = "portable") -> tuple[dict[str, str], dict]:
     """The generated files (file name -> text) and the report, without touching the disk."""
+    if kernels not in KERNEL_VARIANTS:
+        raise McuforgeError(f"unknown kernel family {kernels!r}", where="kernels", fix=f"use one of {', '.join(KERNEL_VARIANTS)}")
     name = c_identifier(name)
     analysis = analyze(graph)
     plan = plan_memory(analysis)
@@ -116,8 +138,9 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
     }
     for header in SHARED_KERNEL_HEADERS + kernel_headers:
         files[header] = (KERNELS_DIR / header).read_text()
-    for source in kernel_sources:
-        files[Path(source).name] = (KERNELS_DIR / source).read_text()
+    kernel_files = {Path(source).name: _kernel_file(source, kernels) for source in kernel_sources}
+    for file_name, path in kernel_files.items():
+        files[file_name] = path.read_text()
     report = {
         "engine": "aot",
         "name": name,
@@ -128,7 +151,8 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
         "largest_live_set_bytes": analysis.live_bound,
         "weights_bytes": ctx.constant_bytes,
         "macs": analysis.total_macs,
-        "kernels": "portable",
+        "kernels": kernels,
+        "kernel_files": {file_name: path.parent.name for file_name, path in kernel_files.items()},
         "sources": sorted(f for f in files if f.endswith(".c")),
         "input": io_details(graph, graph.inputs),
         "output": io_details(graph, graph.outputs),
@@ -162,10 +186,12 @@ def write_directory_atomically(out_dir: Path, files: dict[str, str | bytes]) -> 
         raise
 
 
-def emit_aot(graph: Graph, out_dir: str | Path, name: str = "model") -> dict:
-    """Write the AOT sources and report.json into out_dir; return the report."""
+def emit_aot(graph: Graph, out_dir: str | Path, name: str = "model", kernels: str = "portable") -> dict:
+    """Write the AOT sources and report.json into out_dir; return the report.
+
+    `kernels`: portable, dsp or mve (see kernel_variant_for); every family is bit-exact with the others."""
     source_bytes = Path(graph.path).read_bytes() if Path(graph.path).is_file() else None
-    files, report = render_aot_sources(graph, name, source_bytes)
+    files, report = render_aot_sources(graph, name, source_bytes, kernels)
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     write_directory_atomically(Path(out_dir), files)
     return report

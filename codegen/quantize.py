@@ -188,13 +188,21 @@ class _FloatModel:
             raise McuforgeError(f"the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
                                 f"mcuforge converts single-input, single-output models",
                                 where=str(path), fix="wrap the model so that it takes one tensor and returns one")
+        dtype = str(getattr(model.inputs[0], "dtype", "float32"))
+        if "float32" not in dtype:
+            raise McuforgeError(f"the model input is {dtype}; a float32 input is expected",
+                                where=str(path), fix="convert a model that takes float32 input")
         dims = list(model.inputs[0].shape)
         if any(d is None for d in dims[1:]):
             raise McuforgeError(f"the model input has shape {dims}: every dimension but the batch must be fixed",
                                 where=str(path), fix="build the model with a fixed input shape, e.g. keras.Input((64, 3))")
         self.keras_model = model
         exported = workdir / "saved_model"
-        model.export(str(exported), input_signature=[tf.TensorSpec([1, *dims[1:]], tf.float32)], verbose=False)
+        try:
+            model.export(str(exported), input_signature=[tf.TensorSpec([1, *dims[1:]], tf.float32)], verbose=False)
+        except Exception as exc:
+            raise McuforgeError(f"could not trace the Keras model for conversion ({type(exc).__name__}: {_first_line(exc)})",
+                                where=str(path), fix="check that the model runs on a batch of one: model(x[:1])") from None
         return exported
 
     def predict(self, x: np.ndarray) -> np.ndarray:

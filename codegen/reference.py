@@ -15,6 +15,7 @@ from .errors import McuforgeError
 # The interpreter needs the arena to hold the planned tensors plus its own bookkeeping.
 _GENEROUS_ARENA_FACTOR = 4
 _MIN_ARENA = 64 * 1024
+_MAX_ARENA = 64 * 1024 * 1024  # far beyond any microcontroller: past it, the model cannot allocate at all
 
 
 def _interpreter(model_bytes: bytes, arena_size: int):
@@ -63,7 +64,7 @@ def measure_tflm_arena(model_path: str, granularity: int = 1) -> int:
         high = generous_arena(f.read())
     while not _allocates(model_path, high):
         high *= 2
-        if high > 1 << 30:
+        if high > _MAX_ARENA:
             raise McuforgeError("the TFLM interpreter could not allocate the model with any arena size",
                                 where=model_path, fix="check that TFLM supports every operator of the model")
     low = 0  # known not to work (or untested zero)

@@ -77,13 +77,22 @@ def convert(model: Path, calib: Path | None, eval_data: Path | None, samples: in
 @click.option("--engine", type=click.Choice(ENGINES), default="aot", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Directory for the generated sources.")
 @click.option("--name", default="model", show_default=True, help="C identifier prefix of the generated code.")
-def compile_model(model: Path, engine: str, output: Path, name: str) -> None:
+@click.option("--board", default=None, help="Target board: picks the aot kernel family from its CPU extensions.")
+@click.option("--kernels", type=click.Choice(["portable", "dsp", "mve"]), default=None,
+              help="aot kernel family (default: from --board, else portable).")
+def compile_model(model: Path, engine: str, output: Path, name: str, board: str | None, kernels: str | None) -> None:
     """Compile an int8 .tflite into C for an engine (aot: mcuforge's own C; tflm: C array for TFLM)."""
     if engine == "aot":
         from mcuforge.codegen.emit_aot import emit_aot
         from mcuforge.codegen.tflite_model import load_tflite
 
-        report = emit_aot(load_tflite(model), output, name=name)
+        from mcuforge.codegen.emit_aot import kernel_variant_for
+
+        if kernels is None and board is not None:
+            from mcuforge.boards import load_board
+
+            kernels = kernel_variant_for(load_board(board).extensions)
+        report = emit_aot(load_tflite(model), output, name=name, kernels=kernels or "portable")
     else:
         from mcuforge.codegen.emit_tflm import emit_tflm
 
@@ -99,11 +108,13 @@ def compile_model(model: Path, engine: str, output: Path, name: str) -> None:
 @click.option("--samples", type=click.IntRange(min=1), default=10, show_default=True, help="Random int8 inputs to try.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--keep", type=click.Path(path_type=Path), default=None, help="Keep the generated code and build here.")
-def verify(model: Path, board: str, samples: int, seed: int, keep: Path | None) -> None:
+@click.option("--kernels", type=click.Choice(["portable", "dsp", "mve"]), default=None,
+              help="Kernel family (default: the best the board's CPU has).")
+def verify(model: Path, board: str, samples: int, seed: int, keep: Path | None, kernels: str | None) -> None:
     """Run the AOT code on a board and compare every output bit for bit with TFLM."""
     from .verify import verify_model
 
-    result = verify_model(model, board, samples=samples, seed=seed, keep_dir=keep)
+    result = verify_model(model, board, samples=samples, seed=seed, keep_dir=keep, kernels=kernels)
     for line in result.details():
         click.echo(line)
     click.echo(f"bit-exact: {result.matches}/{result.total}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mcuforge.codegen.emit_aot import emit_aot
+from mcuforge.codegen.emit_aot import emit_aot, kernel_variant_for
 from mcuforge.codegen.errors import McuforgeError
 from mcuforge.codegen.reference import run_reference
 from mcuforge.codegen.tflite_model import Graph, load_tflite
@@ -43,7 +43,7 @@ class VerifyResult:
         return round(self.cycles[0] * 1e9 / self.clock_hz)
 
     def details(self) -> list[str]:
-        lines = [f"model: {self.model}", f"board: {self.board}",
+        lines = [f"model: {self.model}", f"board: {self.board} (kernels: {self.report.get('kernels')})",
                  f"arena: {self.report.get('arena_bytes')} B, weights: {self.report.get('weights_bytes')} B, "
                  f"MACs: {self.report.get('macs')}"]
         if self.instructions_per_inference is not None:
@@ -88,8 +88,19 @@ def run_aot(model_dir: Path, build_dir: Path, board_name: str, blob: bytes) -> t
     return qemu.run_on_qemu(board, elf, blob), board.clock_hz
 
 
+def _kernels_for(board_name: str, kernels: str | None) -> str:
+    if kernels:
+        return kernels
+    if board_name == HOST:
+        return "portable"
+    from mcuforge.boards import load_board
+
+    return kernel_variant_for(load_board(board_name).extensions)
+
+
 def verify_model(model_path: str | Path, board_name: str, samples: int = 10, seed: int = 0,
-                 keep_dir: str | Path | None = None) -> VerifyResult:
+                 keep_dir: str | Path | None = None, kernels: str | None = None) -> VerifyResult:
+    """`kernels`: force a kernel family; by default the board's best (portable on the host)."""
     from .console_protocol import parse_results
 
     graph = load_tflite(model_path)
@@ -102,7 +113,7 @@ def verify_model(model_path: str | Path, board_name: str, samples: int = 10, see
     with tempfile.TemporaryDirectory(prefix="mcuforge-verify-") as tmp:
         work = Path(keep_dir) if keep_dir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        report = emit_aot(graph, work / "model")
+        report = emit_aot(graph, work / "model", kernels=_kernels_for(board_name, kernels))
         text, clock_hz = run_aot(work / "model", work, board_name, blob)
         results = parse_results(text, output_sizes)
 

@@ -109,7 +109,6 @@ def train_example(out_dir: str | Path, seed: int = 0) -> dict[str, Path]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print(__doc__.strip().splitlines()[-2], file=sys.stderr)
         print("usage: python examples/vibration_anomaly/train.py OUT_DIR", file=sys.stderr)
         return 2
     paths = train_example(argv[0])
