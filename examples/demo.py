@@ -49,7 +49,7 @@ def main() -> None:
     int8_model = out / "vibration_int8.tflite"
 
     convert_out = run(["convert", str(example["model"]), "--calib", str(example["calib"]),
-                       "--eval", str(example["eval"]), "-o", str(int8_model)])
+                       "--eval", str(example["eval"]), "-o", str(int8_model), "--json"])
     run(["compile", str(int8_model), "--engine", "aot", "-o", str(out / "aot")])
     run(["compile", str(int8_model), "--engine", "tflm", "-o", str(out / "tflm")])
     verify_out = run(["verify", str(int8_model), "--board", opts.board, "--samples", str(opts.samples),
@@ -66,15 +66,17 @@ def main() -> None:
     bit_exact = re.search(r"bit-exact: (\d+)/(\d+)", verify_out)
     instructions = re.search(r"instructions per inference \(QEMU -icount\): (\d+)", verify_out)
     try:
-        agreement = json.loads(convert_out).get("eval")
+        evaluation = json.loads(convert_out).get("evaluation") or {}
     except json.JSONDecodeError:
-        agreement = None
+        evaluation = {}
+    agreement = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items()
+                          if isinstance(value, (int, float)) and not isinstance(value, bool))
 
     print("\n== report")
     rows = [
         ("model", f"{example['model'].name} -> {int8_model.name} ({int8_model.stat().st_size} B)"),
         ("ops", ", ".join(f"{k} x{v}" for k, v in aot["ops"].items())),
-        ("float vs int8 (held-out)", json.dumps(agreement) if agreement else "n/a"),
+        ("float vs int8 (held-out)", agreement or "n/a"),
         ("arena, aot (planned)", f"{aot['arena_bytes']} B"),
         ("arena, tflm (measured)", f"{tflm['arena_bytes']} B"),
         ("weights, aot", f"{aot['weights_bytes']} B"),

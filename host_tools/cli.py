@@ -64,12 +64,19 @@ def boards(as_json: bool) -> None:
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Held-out data (.npz with x, y) to compare float and int8.")
 @click.option("--samples", type=int, default=None, help="Use at most this many calibration samples.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The int8 .tflite to write.")
-def convert(model: Path, calib: Path | None, eval_data: Path | None, samples: int | None, output: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.pass_context
+def convert(ctx: click.Context, model: Path, calib: Path | None, eval_data: Path | None, samples: int | None,
+            output: Path, as_json: bool) -> None:
     """Convert a Keras model (.keras, .h5, SavedModel) to a full-int8 .tflite."""
+    from mcuforge.codegen.native_log import native_stderr_captured
     from mcuforge.codegen.quantize import convert as convert_model
+    from .summaries import convert_summary
 
-    report = convert_model(model, output, calib=calib, eval_data=eval_data, num_calib_samples=samples)
-    click.echo(json.dumps(report.to_dict(), indent=2))
+    # TensorFlow's native logging is noise at a terminal; --debug lets it through.
+    with native_stderr_captured(enabled=not ctx.obj["debug"]):
+        report = convert_model(model, output, calib=calib, eval_data=eval_data, num_calib_samples=samples)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else convert_summary(report.to_dict()))
 
 
 @cli.command(name="compile")
@@ -97,9 +104,9 @@ def compile_model(model: Path, engine: str, output: Path, name: str, board: str 
         from mcuforge.codegen.emit_tflm import emit_tflm
 
         report = emit_tflm(model, output, name=name)
-    summary = {k: report[k] for k in ("engine", "ops", "arena_bytes", "weights_bytes", "model_bytes") if k in report}
-    click.echo(json.dumps(summary, indent=2))
-    click.echo(f"wrote {output}/ (report.json has the details)")
+    from .summaries import compile_summary
+
+    click.echo(compile_summary(report, output))
 
 
 @cli.command()
