@@ -37,10 +37,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Reinstall only when the pinned dependencies changed.
 stamp=.venv/.mcuforge-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! .venv/bin/python -c "import mcuforge.host_tools" 2>/dev/null; then
     log "installing mcuforge and its pinned dependencies into .venv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
     echo "$want" > "$stamp"
 fi
 
