@@ -156,8 +156,29 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
         "sources": sorted(f for f in files if f.endswith(".c")),
         "input": io_details(graph, graph.inputs),
         "output": io_details(graph, graph.outputs),
+        "layers": _layers(graph, analysis, plan),
     }
     return files, report
+
+
+def _layers(graph: Graph, analysis: Analysis, plan: MemoryPlan) -> list[dict]:
+    """One entry per operator: what it computes and where its output lives in the arena."""
+    layers = []
+    for op, macs in zip(graph.operators, analysis.macs):
+        out = op.outputs[0]
+        buffer_id = analysis.buffer_of.get(out)
+        layers.append({
+            "index": op.index,
+            "name": graph.tensors[out].name,
+            "op": op.opcode,
+            "input_shapes": [list(graph.tensors[t].shape) for t in op.inputs
+                             if t >= 0 and not graph.tensors[t].is_constant],
+            "output_shape": list(graph.tensors[out].shape),
+            "macs": macs,
+            "arena_offset": plan.offsets[buffer_id] if buffer_id is not None else None,
+            "output_bytes": graph.tensors[out].nbytes,
+        })
+    return layers
 
 
 def write_directory_atomically(out_dir: Path, files: dict[str, str | bytes]) -> None:

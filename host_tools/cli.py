@@ -15,7 +15,7 @@ import click
 
 from mcuforge.codegen.errors import McuforgeError
 
-ENGINES = ("aot", "tflm")
+from .compile import ENGINES
 
 
 class McuforgeGroup(click.Group):
@@ -89,23 +89,10 @@ def convert(ctx: click.Context, model: Path, calib: Path | None, eval_data: Path
               help="aot kernel family (default: from --board, else portable).")
 def compile_model(model: Path, engine: str, output: Path, name: str, board: str | None, kernels: str | None) -> None:
     """Compile an int8 .tflite into C for an engine (aot: mcuforge's own C; tflm: C array for TFLM)."""
-    if engine == "aot":
-        from mcuforge.codegen.emit_aot import emit_aot
-        from mcuforge.codegen.tflite_model import load_tflite
-
-        from mcuforge.codegen.emit_aot import kernel_variant_for
-
-        if kernels is None and board is not None:
-            from mcuforge.boards import load_board
-
-            kernels = kernel_variant_for(load_board(board).extensions)
-        report = emit_aot(load_tflite(model), output, name=name, kernels=kernels or "portable")
-    else:
-        from mcuforge.codegen.emit_tflm import emit_tflm
-
-        report = emit_tflm(model, output, name=name)
+    from .compile import compile_model as compile_stage
     from .summaries import compile_summary
 
+    report = compile_stage(model, engine, output, name=name, board=board, kernels=kernels)
     click.echo(compile_summary(report, output))
 
 

@@ -365,3 +365,21 @@ def elf_sizes(elf: str | Path) -> dict[str, int]:
                             fix="check that the file is an ELF built by build_baremetal_project")
     fields = result.stdout.splitlines()[1].split()
     return {"text": int(fields[0]), "data": int(fields[1]), "bss": int(fields[2])}
+
+
+def model_flash_bytes(model_dir: str | Path, board: Board | str) -> dict[str, int]:
+    """Flash taken by the model alone (its code, weights and constants) when built for `board`:
+    every model source compiled with the board's flags and measured with arm-none-eabi-size."""
+    board = _as_board(board)
+    if not board.is_arm:
+        raise McuforgeError(f"board {board.name} is not an Arm board; flash is measured with arm-none-eabi-size",
+                            where="--board", fix="pick an Arm Cortex-M board, or build with the board's own SDK")
+    gcc = _require_arm_toolchain()
+    model_dir = Path(model_dir).resolve()
+    sources = sorted(p.name for p in model_dir.glob("*.c"))
+    cflags = [*_COMMON_CFLAGS, *board.cpu.get("gcc_flags", []), f"-I{model_dir}"]
+    with tempfile.TemporaryDirectory(prefix="mcuforge-size-") as scratch:
+        objects = _compile_all(gcc, cflags, sources, model_dir, Path(scratch))
+        sizes = [elf_sizes(obj) for obj in objects]
+    text, data = sum(s["text"] for s in sizes), sum(s["data"] for s in sizes)
+    return {"text": text, "data": data, "total": text + data}

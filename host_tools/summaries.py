@@ -36,6 +36,8 @@ def compile_summary(report: dict, out_dir) -> str:
              + (f" (largest set of live tensors {report['largest_live_set_bytes']} B)" if "largest_live_set_bytes" in report else "")]
     if "weights_bytes" in report:
         lines.append(f"  weights:  {report['weights_bytes']} B, {report.get('macs', 0)} MACs, kernels {report.get('kernels')}")
+    if "flash_bytes" in report:
+        lines.append(f"  flash:    {report['flash_bytes']} B on {report['board']} (code and weights, arm-none-eabi-size)")
     if "model_bytes" in report:
         lines.append(f"  model:    {report['model_bytes']} B C array")
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from click.testing import CliRunner
 
 from mcuforge.host_tools.cli import cli
 
-from conftest import shared_model
+from conftest import require_tool, shared_model
 from model_surgery import with_operator_replaced
 
 
@@ -67,3 +67,40 @@ def test_debug_flag_shows_the_traceback(tmp_path):
     junk.write_bytes(b"nonsense" * 4)
     result = CliRunner().invoke(cli, ["--debug", "compile", str(junk), "-o", str(tmp_path / "o")])
     assert result.exit_code != 0 and result.exception is not None
+
+
+def test_report_lists_every_layer_with_its_arena_placement(tmp_path):
+    out = tmp_path / "aot"
+    assert CliRunner().invoke(cli, ["compile", str(shared_model("ad01_int8.tflite")), "-o", str(out)]).exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    layers = report["layers"]
+    assert [layer["op"] for layer in layers] == ["FULLY_CONNECTED"] * 10
+    assert sum(layer["macs"] for layer in layers) == report["macs"]
+    for layer in layers:
+        assert 0 <= layer["arena_offset"] and layer["arena_offset"] + layer["output_bytes"] <= report["arena_bytes"]
+    assert layers[-1]["output_shape"] == [1, 640]
+
+
+def test_compile_for_an_arm_board_measures_flash(tmp_path):
+    require_tool("arm-none-eabi-gcc", "gcc-arm-none-eabi")
+    out = tmp_path / "aot"
+    result = CliRunner().invoke(cli, ["compile", str(shared_model("hello_world_int8.tflite")), "-o", str(out),
+                                      "--board", "mps2-an386"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["kernels"] == "dsp" and report["board"] == "mps2-an386"
+    # Code and weights: more than the constants alone, and in the same order of magnitude for a tiny model.
+    assert report["weights_bytes"] < report["flash_bytes"] < report["weights_bytes"] + 16384
+    assert "flash:" in result.output
+
+
+def test_compile_refuses_an_engine_the_board_lacks(tmp_path):
+    from mcuforge.boards import BOARDS_DIR
+
+    board_file = tmp_path / "mps2-an386.toml"
+    board_file.write_text((BOARDS_DIR / "mps2-an386.toml").read_text().replace('engines = ["aot", "tflm"]', 'engines = ["aot"]'))
+    result = CliRunner().invoke(cli, ["compile", str(shared_model("hello_world_int8.tflite")), "-o", str(tmp_path / "y"),
+                                      "--board", str(board_file), "--engine", "tflm"])
+    assert result.exit_code == 1
+    assert "does not support the tflm engine" in result.output and "use one of: aot" in result.output
+    assert not (tmp_path / "y").exists()
