@@ -300,11 +300,6 @@ def tanh_int8_table(input_scale: float, input_zero_point: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # MEAN: the requantization constants of TFLM's int8 reference QuantizedMeanOrSum.
 
-def _wrap_int32(value: int) -> int:
-    """The int32 that C gets from a wider integer by two's-complement truncation."""
-    return (int(value) + (1 << 31)) % (1 << 32) - (1 << 31)
-
-
 def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:
     """MEAN's requantization of a sum of `count` int8 values: multiplier and shift for
     input_scale / (output_scale * count), formed as TFLM's reference QuantizedMeanOrSum forms it.
@@ -318,9 +313,9 @@ def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tupl
         raise ValueError("MEAN averages at least one element")
     multiplier, shift = quantize_multiplier(float(np.float32(input_scale)) / float(np.float32(output_scale)))
     fold = min(count.bit_length() - 1, 32, 31 + shift)
-    return _wrap_int32((multiplier << fold) // count), shift - fold
+    return _wrap32((multiplier << fold) // count), shift - fold
 
 
 def mean_zero_point_sum(input_zero_point: int, count: int) -> int:
     """input_zero_point * count as TFLM subtracts it from an int32 sum (wrapped to int32)."""
-    return _wrap_int32(int(input_zero_point) * int(count))
+    return _wrap32(int(input_zero_point) * int(count))
