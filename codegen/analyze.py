@@ -1,7 +1,9 @@
 """Analyze a graph for the AOT engine: supported ops, MACs and activation-buffer lifetimes.
 
 Time is measured in operator steps. A buffer is the storage of one activation tensor, or of
-several when an operator is a view (RESHAPE) and its output shares the input's bytes.
+several when an operator is a view (RESHAPE) and its output shares the input's bytes, or when
+an operator runs in place and writes its output over an input nobody reads afterwards. An
+operator running in place may also need a scratch buffer, live for its own step only.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class Analysis:
     macs: list[int]                       # per operator
     op_counts: dict[str, int] = field(default_factory=dict)
     live_bound: int = 0    # the largest set of tensors live at once, before any in-place sharing
+    in_place_ops: set[int] = field(default_factory=set)     # operator indices that overwrite an input
+    scratch_of: dict[int, int] = field(default_factory=dict)  # operator index -> scratch buffer id
 
     @property
     def total_macs(self) -> int:
@@ -49,7 +53,9 @@ def _find(parent: dict[int, int], t: int) -> int:
     return t
 
 
-def analyze(graph: Graph) -> Analysis:
+def analyze(graph: Graph, in_place: bool = True) -> Analysis:
+    """`in_place`: let operators that can overwrite a dead input do so (smaller arena, a little
+    copying for convolutions)."""
     modules = []
     for op in graph.operators:
         module = operator_module(graph, op)
@@ -91,8 +97,9 @@ def analyze(graph: Graph) -> Analysis:
 
     # In-place execution: an op that can overwrite an input whose bytes nobody reads afterwards
     # writes its output there, and the two tensors become one buffer.
+    in_place_ops: set[int] = set()
     for step, (op, module) in enumerate(zip(graph.operators, modules)):
-        if not hasattr(module, "in_place_inputs") or op.outputs[0] not in activations:
+        if not in_place or not hasattr(module, "in_place_inputs") or op.outputs[0] not in activations:
             continue
         out_root = _find(parent, op.outputs[0])
         for candidate in module.in_place_inputs(graph, op):
@@ -105,12 +112,20 @@ def analyze(graph: Graph) -> Analysis:
             if graph.tensors[op.outputs[0]].nbytes > max(graph.tensors[t].nbytes for t in members):
                 continue
             parent[out_root] = root
+            in_place_ops.add(op.index)
             break
 
     buffers = _buffers(graph, activations, parent, first, last)
     buffer_of = {t: b.id for b in buffers for t in b.tensors}
+    scratch_of = {}
+    for step, (op, module) in enumerate(zip(graph.operators, modules)):
+        size = module.scratch_bytes(graph, op) if op.index in in_place_ops and hasattr(module, "scratch_bytes") else 0
+        if size:
+            scratch_of[op.index] = len(buffers)
+            buffers.append(Buffer(len(buffers), [], size, step, step))
     macs = [module.macs(graph, op) for op, module in zip(graph.operators, modules)]
-    return Analysis(graph, buffers, buffer_of, macs, graph.op_counts(), live_bound=bound)
+    return Analysis(graph, buffers, buffer_of, macs, graph.op_counts(), live_bound=bound,
+                    in_place_ops=in_place_ops, scratch_of=scratch_of)
 
 
 def _buffers(graph: Graph, activations: set[int], parent: dict[int, int], first: dict[int, int],

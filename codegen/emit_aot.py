@@ -54,6 +54,12 @@ class EmitContext:
         offset = self.plan.offsets[self.analysis.buffer_of[tensor_index]]
         return f"({self.name}_arena + {offset})"
 
+    def runs_in_place(self, op_index: int) -> bool:
+        return op_index in self.analysis.in_place_ops
+
+    def scratch(self, op_index: int) -> str:
+        return f"({self.name}_arena + {self.plan.offsets[self.analysis.scratch_of[op_index]]})"
+
     def constant(self, suffix: str, values: np.ndarray) -> str:
         ident = f"{self.name}_n{self.op_index}_{suffix}"
         values = np.ascontiguousarray(values)
@@ -109,14 +115,25 @@ def _kernel_file(source: str, variant: str) -> Path:
     return optimized if variant != "portable" and optimized.exists() else KERNELS_DIR / source
 
 
+def _smallest_plan(graph: Graph) -> tuple[Analysis, MemoryPlan]:
+    """Plan with and without in-place execution and keep the smaller arena (ties: no in-place,
+    which copies nothing)."""
+    plain = analyze(graph, in_place=False)
+    plain_plan = plan_memory(plain)
+    shared = analyze(graph, in_place=True)
+    if not shared.in_place_ops:
+        return plain, plain_plan
+    shared_plan = plan_memory(shared)
+    return (shared, shared_plan) if shared_plan.arena_bytes < plain_plan.arena_bytes else (plain, plain_plan)
+
+
 def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | None = None,
                        kernels: str = "portable") -> tuple[dict[str, str], dict]:
     """The generated files (file name -> text) and the report, without touching the disk."""
     if kernels not in KERNEL_VARIANTS:
         raise McuforgeError(f"unknown kernel family {kernels!r}", where="kernels", fix=f"use one of {', '.join(KERNEL_VARIANTS)}")
     name = c_identifier(name)
-    analysis = analyze(graph)
-    plan = plan_memory(analysis)
+    analysis, plan = _smallest_plan(graph)
     ctx = EmitContext(name, graph, analysis, plan)
     steps, kernel_sources, kernel_headers = [], [], []
     for op, macs in zip(graph.operators, analysis.macs):
@@ -149,6 +166,7 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
         "arena_bytes": plan.arena_bytes,
         "arena_strategy": plan.strategy,
         "largest_live_set_bytes": analysis.live_bound,
+        "in_place_ops": sorted(analysis.in_place_ops),
         "weights_bytes": ctx.constant_bytes,
         "macs": analysis.total_macs,
         "kernels": kernels,

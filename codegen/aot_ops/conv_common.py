@@ -47,3 +47,15 @@ def requant_fields(graph, op, ctx, channels: int) -> dict:
         "multiplier": ctx.constant("multiplier", multipliers),
         "shift": ctx.constant("shift", shifts),
     }
+
+
+def row_window_in_place(win) -> bool:
+    """Whether conv_in_place.c may write the output over the input (see that file for why)."""
+    return (win.stride_h == 1 and win.out_h <= win.in_h
+            and win.out_w * win.out_c <= win.in_w * win.in_c)
+
+
+def in_place_scratch_bytes(win) -> int:
+    """The input rows one output row reads: the window conv_in_place.c keeps a copy of."""
+    rows = min((win.filter_h - 1) * win.dilation_h + 1, win.in_h)
+    return rows * win.in_w * win.in_c

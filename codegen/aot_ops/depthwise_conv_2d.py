@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from ..errors import McuforgeError
-from .conv_common import check_conv_like, requant_fields
+from .conv_common import check_conv_like, in_place_scratch_bytes, requant_fields, row_window_in_place
 from .window import window
 
 OPCODE = "DEPTHWISE_CONV_2D"
-KERNEL_SOURCES = ["portable/depthwise_conv_s8.c"]
-KERNEL_HEADERS = ["mf_window.h", "depthwise_conv_s8.h"]
+KERNEL_SOURCES = ["portable/depthwise_conv_s8.c", "portable/depthwise_conv_in_place.c"]
+KERNEL_HEADERS = ["mf_window.h", "depthwise_conv_s8.h", "mf_dsp.h", "mf_mve.h", "conv_s8.h", "mf_row_window.h", "conv_in_place.h"]
 IS_VIEW = False
 
 
@@ -41,4 +41,18 @@ def emit(graph, op, ctx) -> str:
               "filter": ctx.constant("filter", graph.tensor(op.inputs[1]).data)}
     fields.update(requant_fields(graph, op, ctx, win.out_c))
     params = ctx.params("mf_depthwise_conv_params", fields)
+    if ctx.runs_in_place(op.index):
+        return f"mf_depthwise_conv_s8_in_place(&{params}, {ctx.tensor(op.outputs[0])}, {ctx.scratch(op.index)});"
     return f"mf_depthwise_conv_s8(&{params}, {ctx.tensor(op.inputs[0])}, {ctx.tensor(op.outputs[0])});"
+
+
+def in_place_inputs(graph, op) -> list[int]:
+    return [op.inputs[0]] if row_window_in_place(_geometry_window(graph, op)) else []
+
+
+def scratch_bytes(graph, op) -> int:
+    return in_place_scratch_bytes(_geometry_window(graph, op))
+
+
+def _geometry_window(graph, op):
+    return _geometry(graph, op)

@@ -9,7 +9,7 @@ from .checks import require_int8
 
 OPCODE = "FULLY_CONNECTED"
 KERNEL_SOURCES = ["portable/fully_connected_s8.c"]
-KERNEL_HEADERS = ["fully_connected_s8.h"]
+KERNEL_HEADERS = ["fully_connected_s8.h", "mf_dsp.h", "mf_mve.h"]
 IS_VIEW = False
 ACTIVATIONS = ("NONE", "RELU", "RELU6", "RELU_N1_TO_1")
 
