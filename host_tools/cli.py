@@ -116,6 +116,19 @@ def verify(model: Path, board: str, samples: int, seed: int, keep: Path | None, 
         sys.exit(1)
 
 
+def _add_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    from . import commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        cli.add_command(importlib.import_module(f"{commands.__name__}.{info.name}").command)
+
+
+_add_command_modules()
+
+
 def main() -> None:
     cli(prog_name="mcuforge")
 
