@@ -37,6 +37,7 @@ class EmitContext:
     graph: Graph
     analysis: Analysis
     plan: MemoryPlan
+    arena: str = ""            # the C array every tensor address is relative to
     op_index: int = 0
     constants: list[str] = field(default_factory=list)
     param_blocks: list[str] = field(default_factory=list)
@@ -52,13 +53,13 @@ class EmitContext:
                 self.constant_tensors[tensor_index] = self.constant(f"t{tensor_index}", tensor.data)
             return self.constant_tensors[tensor_index]
         offset = self.plan.offsets[self.analysis.buffer_of[tensor_index]]
-        return f"({self.name}_arena + {offset})"
+        return f"({self.arena} + {offset})"
 
     def runs_in_place(self, op_index: int) -> bool:
         return op_index in self.analysis.in_place_ops
 
     def scratch(self, op_index: int) -> str:
-        return f"({self.name}_arena + {self.plan.offsets[self.analysis.scratch_of[op_index]]})"
+        return f"({self.arena} + {self.plan.offsets[self.analysis.scratch_of[op_index]]})"
 
     def constant(self, suffix: str, values: np.ndarray) -> str:
         ident = f"{self.name}_n{self.op_index}_{suffix}"
@@ -128,13 +129,17 @@ def _smallest_plan(graph: Graph) -> tuple[Analysis, MemoryPlan]:
 
 
 def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | None = None,
-                       kernels: str = "portable") -> tuple[dict[str, str], dict]:
-    """The generated files (file name -> text) and the report, without touching the disk."""
+                       kernels: str = "portable", shared_arena: str | None = None) -> tuple[dict[str, str], dict]:
+    """The generated files (file name -> text) and the report, without touching the disk.
+
+    `shared_arena`: the name of an arena that several models share (see emit_aot_models);
+    by default the model owns a static arena of its own."""
     if kernels not in KERNEL_VARIANTS:
         raise McuforgeError(f"unknown kernel family {kernels!r}", where="kernels", fix=f"use one of {', '.join(KERNEL_VARIANTS)}")
     name = c_identifier(name)
     analysis, plan = _smallest_plan(graph)
-    ctx = EmitContext(name, graph, analysis, plan)
+    arena = shared_arena or f"{name}_arena"
+    ctx = EmitContext(name, graph, analysis, plan, arena=arena)
     steps, kernel_sources, kernel_headers = [], [], []
     for op, macs in zip(graph.operators, analysis.macs):
         module = OPERATORS[op.opcode]
@@ -148,7 +153,8 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
     values = dict(name=name, NAME=name.upper(), source=Path(graph.path).name, sha256=sha256,
                   arena_bytes=max(plan.arena_bytes, 1), inputs=_io_entries(graph, ctx, graph.inputs),
                   outputs=_io_entries(graph, ctx, graph.outputs), constants=ctx.constants,
-                  param_blocks=ctx.param_blocks, steps=steps, kernel_headers=kernel_headers)
+                  param_blocks=ctx.param_blocks, steps=steps, kernel_headers=kernel_headers,
+                  arena=arena, shared_arena=shared_arena)
     files = {
         f"{name}.h": env.get_template("aot_model.h.j2").render(values),
         f"{name}.c": env.get_template("aot_model.c.j2").render(values),
@@ -231,6 +237,54 @@ def emit_aot(graph: Graph, out_dir: str | Path, name: str = "model", kernels: st
     `kernels`: portable, dsp or mve (see kernel_variant_for); every family is bit-exact with the others."""
     source_bytes = Path(graph.path).read_bytes() if Path(graph.path).is_file() else None
     files, report = render_aot_sources(graph, name, source_bytes, kernels)
+    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    write_directory_atomically(Path(out_dir), files)
+    return report
+
+
+SHARED_ARENA = "mcuforge_shared_arena"
+MODEL_ROLES = ("primary", "fallback", "minimal")
+
+
+def emit_aot_models(graphs: list[tuple[str, Graph]], out_dir: str | Path, kernels: str = "portable") -> dict:
+    """Several models (e.g. primary, fallback and minimal) into one directory, planned into one
+    shared arena: only one runs at a time, so the arena is the largest of their plans.
+
+    `graphs`: (name, graph) pairs; each model gets its own `<name>.h`/`<name>.c` and C prefix."""
+    names = [c_identifier(name) for name, _ in graphs]
+    if len(set(names)) != len(names):
+        raise McuforgeError(f"model names must differ: {names}", where="--names", fix="give each model its own name")
+    files: dict[str, str] = {}
+    models = []
+    for name, graph in zip(names, (g for _, g in graphs)):
+        source_bytes = Path(graph.path).read_bytes() if Path(graph.path).is_file() else None
+        model_files, model_report = render_aot_sources(graph, name, source_bytes, kernels, shared_arena=SHARED_ARENA)
+        files.update(model_files)
+        files[f"{name}.report.json"] = json.dumps(model_report, indent=2) + "\n"
+        models.append(model_report)
+    arena_bytes = max(max(m["arena_bytes"] for m in models), 1)
+    files[f"{SHARED_ARENA}.h"] = (
+        f"/* One arena for models that never run at the same time. Generated by mcuforge. */\n"
+        f"#ifndef {SHARED_ARENA.upper()}_H\n#define {SHARED_ARENA.upper()}_H\n\n#include <stdint.h>\n\n"
+        f"#define {SHARED_ARENA.upper()}_BYTES {arena_bytes}\n"
+        f"extern int8_t {SHARED_ARENA}[{SHARED_ARENA.upper()}_BYTES];\n\n#endif\n")
+    files[f"{SHARED_ARENA}.c"] = (
+        f'#include "{SHARED_ARENA}.h"\n\n'
+        f'int8_t {SHARED_ARENA}[{SHARED_ARENA.upper()}_BYTES] '
+        f'__attribute__((aligned(16), section(".bss.mcuforge_arena")));\n')
+    report = {
+        "engine": "aot",
+        "kernels": kernels,
+        "arena_bytes": arena_bytes,
+        "arena_bytes_if_separate": sum(m["arena_bytes"] for m in models),
+        "weights_bytes": sum(m["weights_bytes"] for m in models),
+        "macs": sum(m["macs"] for m in models),
+        "ops": {op: sum(m["ops"].get(op, 0) for m in models) for m in models for op in m["ops"]},
+        "models": [{"name": m["name"], "role": MODEL_ROLES[i] if i < len(MODEL_ROLES) else f"model {i}",
+                    "model": m["model"], "arena_bytes": m["arena_bytes"], "weights_bytes": m["weights_bytes"],
+                    "macs": m["macs"], "ops": m["ops"], "input": m["input"], "output": m["output"]}
+                   for i, m in enumerate(models)],
+    }
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     write_directory_atomically(Path(out_dir), files)
     return report
