@@ -29,11 +29,16 @@ def convert_summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def compile_summary(report: dict, out_dir) -> str:
-    lines = [f"wrote {out_dir}/ ({report['engine']} engine; report.json has the details)",
-             f"  ops:      {_ops(report['ops'])}",
-             f"  arena:    {report['arena_bytes']} B"
-             + (f" (largest set of live tensors {report['largest_live_set_bytes']} B)" if "largest_live_set_bytes" in report else "")]
+def compile_summary(report: dict, out_dir, action: str = "wrote") -> str:
+    """The terminal summary of a compile report; `action` starts the first line ("wrote" right
+    after compiling, something else when `mcuforge report` shows it again)."""
+    readers = "report.json has the details" + (", report.md the overview" if "report.md" in report.get("report_files", []) else "")
+    lines = [f"{action} {out_dir}/ ({report.get('engine', '?')} engine; {readers})"]
+    if report.get("engine") == "ethos-u":
+        return "\n".join(lines + _ethosu_lines(report))
+    lines += [f"  ops:      {_ops(report['ops'])}",
+              f"  arena:    {report['arena_bytes']} B"
+              + (f" (largest set of live tensors {report['largest_live_set_bytes']} B)" if "largest_live_set_bytes" in report else "")]
     if "weights_bytes" in report:
         lines.append(f"  weights:  {report['weights_bytes']} B, {report.get('macs', 0)} MACs, kernels {report.get('kernels')}")
     if "flash_bytes" in report:
@@ -41,3 +46,43 @@ def compile_summary(report: dict, out_dir) -> str:
     if "model_bytes" in report:
         lines.append(f"  model:    {report['model_bytes']} B C array")
     return "\n".join(lines)
+
+
+def _kib(count: int) -> str:
+    return f"{count} B ({count / 1024:.1f} KiB)" if count >= 1024 else f"{count} B"
+
+
+def _ethosu_lines(report: dict) -> list[str]:
+    from .report_render import human_hz, human_time
+
+    split = report.get("op_split") or {}
+    npu = report.get("npu") or {}
+    lines = []
+    if npu:
+        vela = report.get("vela") or {}
+        lines.append(f"  npu:      {npu.get('accelerator')}" + (f" on {report['board']}" if report.get("board") else "")
+                     + f" ({npu.get('system_config')}, {npu.get('memory_mode')})"
+                     + (f", Vela {vela['version']}" if vela.get("version") else ""))
+    if report.get("already_compiled"):
+        lines.append(f"  ops:      {split.get('npu', 0)} ethos-u operator(s), {split.get('cpu', 0)} on the CPU; "
+                     "already compiled by Vela, embedded as it is")
+    else:
+        lines.append(f"  ops:      {split.get('npu', 0)} of {split.get('total', 0)} on the NPU, {split.get('cpu', 0)} on the CPU"
+                     f" ({_ops(report.get('source_ops') or {})})")
+    for fallback in report.get("cpu_fallbacks") or []:
+        lines.append(f"  cpu:      {fallback['op']} at node {fallback['index']} ({fallback['name']}): {fallback['reason']}")
+    memory = report.get("memory") or {}
+    if "sram_bytes" in memory:
+        lines.append(f"  sram:     {_kib(memory['sram_bytes'])}")
+    if "flash_bytes" in memory:
+        lines.append(f"  flash:    {_kib(memory['flash_bytes'])} (weights and NPU data; from {memory.get('source', '?')})")
+    perf = report.get("performance")
+    if perf:
+        lines.append(f"  cycles:   {perf['total_cycles']} estimated ({perf['npu_cycles']} NPU compute), "
+                     f"{human_time(perf['inference_time_s'])} per inference at {human_hz(perf['npu_clock_hz'])}"
+                     + (" (NPU part only)" if split.get("cpu") else ""))
+    lines.append(f"  arena:    {report['arena_bytes']} B (estimated: Vela's scratch area and the other tensors, "
+                 "plus TFLM's bookkeeping)")
+    lines.append(f"  model:    {report['model_bytes']} B C array ({report.get('compiled_model')}), "
+                 f"op resolver {_ops(report.get('ops') or {})}")
+    return lines
