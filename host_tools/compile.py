@@ -9,7 +9,10 @@ per-layer figures, a chart of them (for people).
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from mcuforge.codegen.errors import McuforgeError
@@ -17,48 +20,112 @@ from mcuforge.codegen.errors import McuforgeError
 ENGINES = ("aot", "tflm", "ethos-u")
 
 
+@contextlib.contextmanager
+def _staged(out_dir: Path):
+    """A fresh directory to compile into; it replaces out_dir only if the block succeeds, so a
+    failed compile (or a model that does not fit) leaves the previous output untouched."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging.", dir=out_dir.parent))
+    try:
+        yield staging
+        retired = out_dir.with_name(f".{out_dir.name}.retired")
+        shutil.rmtree(retired, ignore_errors=True)
+        if out_dir.exists():
+            out_dir.rename(retired)
+        staging.rename(out_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _check_board_fit(board_data, report: dict, engine: str) -> None:
+    from .board_fit import check_fit
+
+    report["board_fit"] = [region.to_dict() for region in check_fit(board_data, report, engine)]
+
+
+def _load_board_for(board: str | None, engine: str):
+    if board is None:
+        return None, None
+    from mcuforge.boards import load_board
+
+    board_data = load_board(board)
+    ethosu_target = None
+    if engine == "ethos-u":
+        from mcuforge.codegen.emit_ethosu import target_for_board
+
+        # Before the engines check: a board without an Ethos-U is told which boards have one.
+        ethosu_target = target_for_board(board_data)
+    if engine not in board_data.engines:
+        raise McuforgeError(f"board {board_data.name} does not support the {engine} engine",
+                            where=f"{board_data.path}: engines",
+                            fix=f"use one of: {', '.join(board_data.engines)}")
+    return board_data, ethosu_target
+
+
 def compile_model(model_path: str | Path, engine: str, out_dir: str | Path, name: str = "model",
                   board: str | None = None, kernels: str | None = None) -> dict:
+    """One model for one engine into out_dir. With a board, the result is checked against every
+    memory region of the board before anything replaces out_dir."""
     out_dir = Path(out_dir)
     if engine not in ENGINES:
         raise McuforgeError(f"unknown engine {engine!r}", where="--engine", fix=f"use one of {', '.join(ENGINES)}")
-    board_data = None
-    ethosu_target = None
-    if board is not None:
-        from mcuforge.boards import load_board
+    board_data, ethosu_target = _load_board_for(board, engine)
+    with _staged(out_dir) as staging:
+        if engine == "aot":
+            from mcuforge.codegen.emit_aot import emit_aot, kernel_variant_for
+            from mcuforge.codegen.tflite_model import load_tflite
 
-        board_data = load_board(board)
-        if engine == "ethos-u":
-            from mcuforge.codegen.emit_ethosu import target_for_board
+            if kernels is None:
+                kernels = kernel_variant_for(board_data.extensions) if board_data else "portable"
+            report = emit_aot(load_tflite(model_path), staging, name=name, kernels=kernels)
+            _add_flash_bytes(staging, board_data, report)
+        elif engine == "tflm":
+            from mcuforge.codegen.emit_tflm import emit_tflm
 
-            # Before the engines check: a board without an Ethos-U is told which boards have one.
-            ethosu_target = target_for_board(board_data)
-        if engine not in board_data.engines:
-            raise McuforgeError(f"board {board_data.name} does not support the {engine} engine",
-                                where=f"{board_data.path}: engines",
-                                fix=f"use one of: {', '.join(board_data.engines)}")
-    if engine == "aot":
-        from mcuforge.codegen.emit_aot import emit_aot, kernel_variant_for
-        from mcuforge.codegen.tflite_model import load_tflite
+            report = emit_tflm(model_path, staging, name=name)
+        else:
+            from mcuforge.codegen.emit_ethosu import emit_ethosu
 
-        if kernels is None:
-            kernels = kernel_variant_for(board_data.extensions) if board_data else "portable"
-        report = emit_aot(load_tflite(model_path), out_dir, name=name, kernels=kernels)
-        if board_data is not None and board_data.is_arm:
-            from .firmware import model_flash_bytes
-
+            report = emit_ethosu(model_path, staging, name=name, target=ethosu_target)
+        if board_data is not None:
             report["board"] = board_data.name
-            report["flash_bytes"] = model_flash_bytes(out_dir, board_data)["total"]
-    elif engine == "tflm":
-        from mcuforge.codegen.emit_tflm import emit_tflm
-
-        report = emit_tflm(model_path, out_dir, name=name)
-    else:
-        from mcuforge.codegen.emit_ethosu import emit_ethosu
-
-        report = emit_ethosu(model_path, out_dir, name=name, target=ethosu_target)
-    write_human_reports(out_dir, report)
+            _check_board_fit(board_data, report, engine)
+        write_human_reports(staging, report)
     return report
+
+
+def compile_models(model_paths: list[str | Path], out_dir: str | Path, names: list[str] | None = None,
+                   board: str | None = None, kernels: str | None = None) -> dict:
+    """Several models (primary, fallback, minimal) for the aot engine, planned into one shared
+    arena, since a device runs only one of them at a time."""
+    from mcuforge.codegen.emit_aot import MODEL_ROLES, emit_aot_models, kernel_variant_for
+    from mcuforge.codegen.tflite_model import load_tflite
+
+    out_dir = Path(out_dir)
+    names = list(names) if names else [MODEL_ROLES[i] if i < len(MODEL_ROLES) else f"model{i}"
+                                       for i in range(len(model_paths))]
+    if len(names) != len(model_paths):
+        raise McuforgeError(f"{len(model_paths)} models but {len(names)} names", where="--names",
+                            fix="give one name per model, comma-separated, or none")
+    board_data, _ = _load_board_for(board, "aot")
+    if kernels is None:
+        kernels = kernel_variant_for(board_data.extensions) if board_data else "portable"
+    with _staged(out_dir) as staging:
+        report = emit_aot_models([(n, load_tflite(p)) for n, p in zip(names, model_paths)], staging, kernels=kernels)
+        _add_flash_bytes(staging, board_data, report)
+        if board_data is not None:
+            report["board"] = board_data.name
+            _check_board_fit(board_data, report, "aot")
+        write_human_reports(staging, report)
+    return report
+
+
+def _add_flash_bytes(model_dir: Path, board_data, report: dict) -> None:
+    if board_data is not None and board_data.is_arm:
+        from .firmware import model_flash_bytes
+
+        report["flash_bytes"] = model_flash_bytes(model_dir, board_data)["total"]
 
 
 def write_human_reports(out_dir: str | Path, report: dict) -> None:

@@ -35,7 +35,13 @@ def compile_summary(report: dict, out_dir, action: str = "wrote") -> str:
     readers = "report.json has the details" + (", report.md the overview" if "report.md" in report.get("report_files", []) else "")
     lines = [f"{action} {out_dir}/ ({report.get('engine', '?')} engine; {readers})"]
     if report.get("engine") == "ethos-u":
-        return "\n".join(lines + _ethosu_lines(report))
+        return "\n".join(lines + _ethosu_lines(report) + _fit_lines(report))
+    for model in report.get("models") or []:
+        lines.append(f"  {model['role']:<9} {model['name']}: arena {model['arena_bytes']} B, "
+                     f"weights {model['weights_bytes']} B, {model['macs']} MACs ({model['model']['path']})")
+    if report.get("models"):
+        lines.append(f"  shared arena: {report['arena_bytes']} B "
+                     f"(separate arenas would take {report['arena_bytes_if_separate']} B)")
     lines += [f"  ops:      {_ops(report['ops'])}",
               f"  arena:    {report['arena_bytes']} B"
               + (f" (largest set of live tensors {report['largest_live_set_bytes']} B)" if "largest_live_set_bytes" in report else "")]
@@ -45,7 +51,13 @@ def compile_summary(report: dict, out_dir, action: str = "wrote") -> str:
         lines.append(f"  flash:    {report['flash_bytes']} B on {report['board']} (code and weights, arm-none-eabi-size)")
     if "model_bytes" in report:
         lines.append(f"  model:    {report['model_bytes']} B C array")
-    return "\n".join(lines)
+    return "\n".join(lines + _fit_lines(report))
+
+
+def _fit_lines(report: dict) -> list[str]:
+    """Use of each memory region of the board the model was checked against."""
+    return [f"  fits {region['memory']}: {region['used']} of {region['length']} B "
+            f"({100 * region['used'] / region['length']:.0f}%)" for region in report.get("board_fit") or []]
 
 
 def _kib(count: int) -> str:

@@ -79,3 +79,42 @@ def test_tflm_engine_counts_its_runtime_as_an_estimate():
     with pytest.raises(McuforgeError) as err:
         check_fit(board, huge, "tflm")
     assert "--engine aot" in err.value.fix
+
+
+@pytest.mark.slow
+def test_compile_for_a_board_too_small_fails_and_keeps_the_previous_output(oversized, tmp_path):
+    from click.testing import CliRunner
+
+    from mcuforge.host_tools.cli import cli
+
+    out = tmp_path / "out"
+    runner = CliRunner()
+    good = runner.invoke(cli, ["compile", str(shared_model("ad01_int8.tflite")), "-o", str(out), "--board", "nrf52840dk"])
+    assert good.exit_code == 0, good.output
+    assert "fits flash" in good.output and "fits ram" in good.output
+    before = (out / "model.c").read_text()
+    bad = runner.invoke(cli, ["compile", str(oversized["wide"]), "-o", str(out), "--board", "nrf52840dk"])
+    assert bad.exit_code == 1
+    assert "does not fit board nrf52840dk" in bad.output and "Traceback" not in bad.output
+    assert (out / "model.c").read_text() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]   # no staging left behind
+
+
+def test_compile_several_models_into_one_shared_arena(tmp_path):
+    from click.testing import CliRunner
+
+    from mcuforge.host_tools.cli import cli
+
+    result = CliRunner().invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")),
+                                      str(shared_model("str_ww_ref_model.tflite")),
+                                      str(shared_model("hello_world_int8.tflite")), "-o", str(tmp_path / "set")])
+    assert result.exit_code == 0, result.output
+    assert "shared arena:" in result.output and "separate arenas would take" in result.output
+    import json
+    report = json.loads((tmp_path / "set" / "report.json").read_text())
+    assert [m["role"] for m in report["models"]] == ["primary", "fallback", "minimal"]
+    assert report["arena_bytes"] == max(m["arena_bytes"] for m in report["models"])
+    refused = CliRunner().invoke(cli, ["compile", str(shared_model("kws_ref_model.tflite")),
+                                       str(shared_model("hello_world_int8.tflite")), "--engine", "tflm",
+                                       "-o", str(tmp_path / "t")])
+    assert refused.exit_code != 0 and "need --engine aot" in refused.output
