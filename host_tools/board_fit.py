@@ -22,6 +22,10 @@ APP_RAM_BYTES = 512
 # reference-kernel build (code) and the interpreter objects outside the arena (RAM).
 TFLM_RUNTIME_CODE_BYTES = 96 * 1024
 TFLM_RUNTIME_RAM_BYTES = 2 * 1024
+# MicroPython: the heap taken by importing the interpreter modules (measured under MicroPython,
+# benchmarks/micropython_inference.py) and the firmware image itself (a stock build).
+MICROPYTHON_INTERPRETER_RAM_BYTES = 33 * 1024
+MICROPYTHON_FIRMWARE_BYTES = 640 * 1024
 
 
 @dataclass
@@ -72,8 +76,14 @@ def model_needs(report: dict, engine: str, stack_bytes: int = DEFAULT_STACK_BYTE
         needs.append(Need("bss", "TFLM interpreter objects", TFLM_RUNTIME_RAM_BYTES, estimated=True))
         needs.append(Need("code", "TFLM runtime and kernels", TFLM_RUNTIME_CODE_BYTES, estimated=True))
         needs.append(Need("weights", "model flatbuffer", report["model_bytes"]))
+    elif engine == "micropython":
+        needs.append(Need("heap", "loaded model and interpreter (MicroPython heap)",
+                          report["load_ram_bytes"] + MICROPYTHON_INTERPRETER_RAM_BYTES))
+        needs.append(Need("code", "MicroPython firmware", MICROPYTHON_FIRMWARE_BYTES, estimated=True))
+        needs.append(Need("weights", "model file on the filesystem", report["file"]["bytes"]))
     else:
-        raise McuforgeError(f"no memory model for engine {engine!r}", where="--engine", fix="use aot, tflm or ethos-u")
+        raise McuforgeError(f"no memory model for engine {engine!r}", where="--engine",
+                            fix="use aot, tflm, ethos-u or micropython")
     return needs
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mcuforge.codegen.errors import McuforgeError
 
-ENGINES = ("aot", "tflm", "ethos-u")
+ENGINES = ("aot", "tflm", "ethos-u", "micropython")
 
 
 @contextlib.contextmanager
@@ -84,6 +84,11 @@ def compile_model(model_path: str | Path, engine: str, out_dir: str | Path, name
             from mcuforge.codegen.emit_tflm import emit_tflm
 
             report = emit_tflm(model_path, staging, name=name)
+        elif engine == "micropython":
+            from mcuforge.codegen.emit_micropython import emit_micropython
+            from mcuforge.codegen.tflite_model import load_tflite
+
+            report = emit_micropython(load_tflite(model_path), staging, name=name)
         else:
             from mcuforge.codegen.emit_ethosu import emit_ethosu
 

@@ -46,7 +46,8 @@ def compile_summary(report: dict, out_dir, action: str = "wrote") -> str:
               f"  arena:    {report['arena_bytes']} B"
               + (f" (largest set of live tensors {report['largest_live_set_bytes']} B)" if "largest_live_set_bytes" in report else "")]
     if "weights_bytes" in report:
-        lines.append(f"  weights:  {report['weights_bytes']} B, {report.get('macs', 0)} MACs, kernels {report.get('kernels')}")
+        lines.append(f"  weights:  {report['weights_bytes']} B, {report.get('macs', 0)} MACs"
+                     + (f", kernels {report['kernels']}" if report.get("kernels") else ""))
     if "flash_bytes" in report:
         lines.append(f"  flash:    {report['flash_bytes']} B on {report['board']} (code and weights, arm-none-eabi-size)")
     if "model_bytes" in report:
