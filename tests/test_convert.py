@@ -83,8 +83,10 @@ def test_example_agreement_is_reported_and_plausible(example):
     paths, int8_path, report = example
     evaluation = report.evaluation
     data = np.load(paths["eval"])
-    assert evaluation["task"] == "classifier"
+    assert evaluation["task"] == "classifier" and evaluation["metric"] == "top-1 accuracy"
     assert evaluation["samples"] == len(data["x"])
+    # Within the default budget of 2 accuracy points, so the model was written.
+    assert report.budget["passed"] and report.budget["limit"] == 2.0 and report.weights == "per-channel"
     assert evaluation["float_accuracy"] > 0.8           # the example learns something
     assert evaluation["top1_agreement"] >= 0.95
     assert abs(evaluation["int8_accuracy"] - evaluation["float_accuracy"]) <= 0.05
@@ -140,7 +142,8 @@ def test_regressor_from_h5_and_saved_model(regressor, tmp_path):
         assert _tensor(graph, graph.inputs[0]).dtype == "INT8"
         assert _tensor(graph, graph.outputs[0]).dtype == "INT8"
         evaluation = report.evaluation
-        assert evaluation["task"] == "regressor"
+        assert evaluation["task"] == "regressor" and evaluation["metric"] == "MSE against y"
+        assert report.budget["metric"] == "MSE increase against y" and report.budget["passed"]
         assert evaluation["mse_float_vs_int8"] < 0.02 * evaluation["float_output_variance"]
         assert evaluation["max_abs_error"] < 0.2 * float(np.ptp(y))
         # The int8 model is about as good as the float one against the targets.
