@@ -3,7 +3,9 @@
 The file is the whole model for the device-side int8 interpreter: the memory plan, one record
 per operator with every requantization constant already computed (multipliers and shifts,
 clamp bounds, the softmax exp table, the logistic table), then the constant tensors stored raw,
-then the sha256 of everything before it. The device does integer arithmetic only.
+then an optional metadata block of typed key/value entries (e.g. the anomaly threshold that
+codegen/anomaly_threshold.py calibrates), then the sha256 of everything before it. The device
+does integer arithmetic only.
 
 The layout is chosen for over-the-air deltas: nothing is compressed, sections come in a stable
 order (operator order, then a fixed order within an operator), and no offset depends on a
@@ -35,7 +37,9 @@ from .quantization import (activation_range, conv_multipliers, exp_on_negative_v
 from .tflite_model import Graph
 
 MAGIC = b"MFMD"
-FORMAT_VERSION = 1
+# Version 2 = version 1 + the metadata block (its size in the header's bytes 88..91, zero in a
+# version-1 file). The device runtime reads every version up to its own.
+FORMAT_VERSION = 2
 HEADER_BYTES = 96
 IO_ENTRY_BYTES = 44
 MAX_IO_DIMS = 6
@@ -54,6 +58,14 @@ SUPPORTED_OPS = tuple(sorted(set(OPCODES) | {"RESHAPE"}))
 ACCEPTED_OPS = tuple(sorted(set(OPCODES) | set(VIEW_OPS)))
 
 INT8_CODE, INT32_CODE = ord("b"), ord("i")
+
+# Metadata: typed key/value entries, values as UTF-8 text (a float as its shortest decimal
+# repr, which every MicroPython float size parses), keys sorted so that the block is stable.
+METADATA_HEADER_BYTES = 4      # u16 entries, 2 zero
+METADATA_ENTRY_BYTES = 4       # u8 key length, u8 type, u16 value length; then key, value
+METADATA_MAX_BYTES = 4096      # a few key/values, not a data store: the device reads it in one piece
+METADATA_KEY_MAX = 64
+METADATA_TYPES = {"s": str, "i": int, "f": float}
 
 
 class _Writer:
@@ -269,6 +281,84 @@ def check_supported(graph: Graph) -> None:
                                 where=f"{graph.path}: tensor {t}", fix=f"use at most {MAX_IO_DIMS} dimensions")
 
 
+def _metadata_value(key: str, value) -> tuple[str, str]:
+    """(type code, text) of one metadata value."""
+    if isinstance(value, (bool, np.bool_)):
+        raise McuforgeError(f"metadata {key!r} is a bool", where=f"metadata: {key}",
+                            fix="store 0/1 (int) or a string instead")
+    if isinstance(value, (int, np.integer)):
+        return "i", str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise McuforgeError(f"metadata {key!r} is {value}", where=f"metadata: {key}", fix="store a finite number")
+        return "f", repr(value)
+    if isinstance(value, str):
+        return "s", value
+    raise McuforgeError(f"metadata {key!r} is a {type(value).__name__}; entries hold an int, a float or a str",
+                        where=f"metadata: {key}", fix="convert the value to int, float or str")
+
+
+def _valid_key(key) -> bool:
+    return (isinstance(key, str) and 0 < len(key) <= METADATA_KEY_MAX and "a" <= key[0] <= "z"
+            and all("a" <= c <= "z" or "0" <= c <= "9" or c == "_" for c in key))
+
+
+def encode_metadata(metadata: dict | None) -> bytes:
+    """The metadata block (empty bytes for no metadata): u16 entry count, 2 zero bytes, then per
+    entry in key order u8 key length, u8 type ('s', 'i', 'f'), u16 value length, the key (ASCII)
+    and the value (UTF-8 text), zero-padded to a multiple of 4 bytes."""
+    if not metadata:
+        return b""
+    for key in metadata:
+        if not _valid_key(key):
+            raise McuforgeError(f"metadata key {key!r} is not a lower-case identifier of 1 to {METADATA_KEY_MAX} "
+                                f"ASCII characters", where=f"metadata: {key!r}",
+                                fix="use keys like anomaly_threshold: a-z, 0-9 and _, starting with a letter")
+    entries = []
+    for key in sorted(metadata):
+        code, text = _metadata_value(key, metadata[key])
+        value = text.encode()
+        if len(value) > 0xFFFF:
+            raise McuforgeError(f"metadata {key!r} is {len(value)} bytes long", where=f"metadata: {key}",
+                                fix="keep values short: the block is read in one piece on the device")
+        entries.append(struct.pack("<BBH", len(key), ord(code), len(value)) + key.encode() + value)
+    block = struct.pack("<H2x", len(entries)) + b"".join(entries)
+    block += b"\0" * ((-len(block)) % 4)
+    if len(block) > METADATA_MAX_BYTES:
+        raise McuforgeError(f"the metadata block is {len(block)} bytes, more than the {METADATA_MAX_BYTES} a "
+                            f"model file may carry", where="metadata",
+                            fix="store fewer or shorter entries (a threshold and its settings, not data)")
+    return block
+
+
+def decode_metadata(block: bytes) -> dict:
+    """The inverse of encode_metadata (the host-side reader; mf_model.py has the device's)."""
+    if not block:
+        return {}
+    (count,) = struct.unpack_from("<H", block, 0)
+    at, out = METADATA_HEADER_BYTES, {}
+    for _ in range(count):
+        key_len, code, value_len = struct.unpack_from("<BBH", block, at)
+        at += METADATA_ENTRY_BYTES
+        key = block[at:at + key_len].decode("ascii")
+        text = block[at + key_len:at + key_len + value_len]
+        at += key_len + value_len
+        kind = METADATA_TYPES.get(chr(code))
+        out[key] = kind(text.decode()) if kind else bytes(text)
+    return out
+
+
+def read_metadata(content: bytes) -> dict:
+    """The metadata of a model file's bytes (version 1 files have none)."""
+    version = struct.unpack_from("<H", content, 4)[0]
+    if version < 2:
+        return {}
+    (size,) = struct.unpack_from("<I", content, 88)
+    end = len(content) - DIGEST_BYTES
+    return decode_metadata(content[end - size:end])
+
+
 def _io_entry(graph: Graph, t: int, offset: int) -> bytes:
     tensor = graph.tensors[t]
     dims = list(tensor.shape) + [0] * (MAX_IO_DIMS - len(tensor.shape))
@@ -276,9 +366,12 @@ def _io_entry(graph: Graph, t: int, offset: int) -> bytes:
                        int(tensor.zero_point[0]), len(tensor.shape), INT8_CODE, *dims)
 
 
-def render_model_file(graph: Graph, name: str = "model", source_bytes: bytes | None = None) -> tuple[bytes, dict]:
-    """The model file's bytes and the report, without touching the disk."""
+def render_model_file(graph: Graph, name: str = "model", source_bytes: bytes | None = None,
+                      metadata: dict | None = None) -> tuple[bytes, dict]:
+    """The model file's bytes and the report, without touching the disk. `metadata`: key/values
+    (int, float, str) that the device sees as `Model.metadata`, e.g. {"anomaly_threshold": 0.8}."""
     name = c_identifier(name)
+    metadata_block = encode_metadata(metadata)
     encoded_name = name.encode()
     if len(encoded_name) > NAME_BYTES:
         raise McuforgeError(f"model name {name!r} is longer than {NAME_BYTES} bytes", where="--name",
@@ -295,11 +388,12 @@ def render_model_file(graph: Graph, name: str = "model", source_bytes: bytes | N
 
     source_digest = hashlib.sha256(source_bytes).digest() if source_bytes is not None else bytes(DIGEST_BYTES)
     io_table = b"".join(_io_entry(graph, t, offsets[t]) for t in list(graph.inputs) + list(graph.outputs))
-    body = io_table + b"".join(writer.records) + b"".join(writer.sections)
+    body = io_table + b"".join(writer.records) + b"".join(writer.sections) + metadata_block
     file_bytes = HEADER_BYTES + len(body) + DIGEST_BYTES
-    header = struct.pack("<4sHHIIHHBBxx32s32s8x", MAGIC, FORMAT_VERSION, HEADER_BYTES, file_bytes,
+    header = struct.pack("<4sHHIIHHBBxx32s32sI4x", MAGIC, FORMAT_VERSION, HEADER_BYTES, file_bytes,
                          max(plan.arena_bytes, 1), len(writer.records), len(writer.sections),
-                         len(graph.inputs), len(graph.outputs), source_digest, encoded_name)
+                         len(graph.inputs), len(graph.outputs), source_digest, encoded_name,
+                         len(metadata_block))
     assert len(header) == HEADER_BYTES
     content = header + body
     digest = hashlib.sha256(content).digest()
@@ -326,15 +420,17 @@ def render_model_file(graph: Graph, name: str = "model", source_bytes: bytes | N
         "macs": analysis.total_macs,
         "input": io_details(graph, graph.inputs),
         "output": io_details(graph, graph.outputs),
+        "metadata": decode_metadata(metadata_block),   # as the device will read it
+        "metadata_bytes": len(metadata_block),
     }
     return content, report
 
 
-def emit_micropython(graph: Graph, out_dir: str | Path, name: str = "model") -> dict:
+def emit_micropython(graph: Graph, out_dir: str | Path, name: str = "model", metadata: dict | None = None) -> dict:
     """Write `<name>.mfm` and report.json into out_dir (atomically: a failure leaves the old
-    directory intact); return the report."""
+    directory intact); return the report. `metadata`: see render_model_file."""
     source_bytes = Path(graph.path).read_bytes() if Path(graph.path).is_file() else None
-    content, report = render_model_file(graph, name, source_bytes)
+    content, report = render_model_file(graph, name, source_bytes, metadata)
     files = {report["file"]["name"]: content, "report.json": json.dumps(report, indent=2) + "\n"}
     write_directory_atomically(Path(out_dir), files)
     return report

@@ -146,8 +146,14 @@ def _terminal_progress():
                    "and, for ethos-u, the NPU configuration.")
 @click.option("--kernels", type=click.Choice(["portable", "dsp", "mve"]), default=None,
               help="aot kernel family (default: from --board, else portable).")
+@click.option("--threshold-data", type=click.Path(path_type=Path), default=None,
+              help="micropython engine, autoencoders: normal samples (.npy, or .npz key x) to calibrate the "
+                   "reconstruction-error threshold on; stored in the model file as anomaly_threshold.")
+@click.option("--threshold-percentile", type=float, default=None,
+              help="Percentile of the normal samples' errors that becomes the threshold [default: 99.5].")
 def compile_model(models: tuple[Path, ...], engine: str, output: Path, name: str, names: str | None,
-                  board: str | None, kernels: str | None) -> None:
+                  board: str | None, kernels: str | None, threshold_data: Path | None,
+                  threshold_percentile: float | None) -> None:
     """Compile int8 .tflite models into C for an engine.
 
     Several models (primary, fallback, minimal) are planned into one shared arena (aot engine)."""
@@ -155,13 +161,21 @@ def compile_model(models: tuple[Path, ...], engine: str, output: Path, name: str
     from .summaries import compile_summary
 
     if len(models) == 1:
-        report = compile_stage(models[0], engine, output, name=name, board=board, kernels=kernels)
+        report = compile_stage(models[0], engine, output, name=name, board=board, kernels=kernels,
+                               threshold_data=threshold_data, threshold_percentile=threshold_percentile)
     elif engine != "aot":
         raise click.UsageError("several models in one shared arena need --engine aot")
+    elif threshold_data is not None or threshold_percentile is not None:
+        raise click.UsageError("--threshold-data calibrates one autoencoder for --engine micropython")
     else:
         report = compile_models(list(models), output, names=names.split(",") if names else None,
                                 board=board, kernels=kernels)
     click.echo(compile_summary(report, output))
+    calibration = report.get("anomaly_threshold")
+    if calibration:
+        click.echo(f"  anomaly:  threshold {calibration['threshold']:.6g} ({calibration['metric']}, "
+                   f"{calibration['percentile']:g}th percentile of {calibration['samples']} normal samples; "
+                   f"mean {calibration['mean']:.6g}, max {calibration['max']:.6g})")
 
 
 @cli.command()

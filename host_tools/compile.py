@@ -64,13 +64,33 @@ def _load_board_for(board: str | None, engine: str):
 
 
 def compile_model(model_path: str | Path, engine: str, out_dir: str | Path, name: str = "model",
-                  board: str | None = None, kernels: str | None = None) -> dict:
+                  board: str | None = None, kernels: str | None = None, metadata: dict | None = None,
+                  threshold_data: str | Path | None = None, threshold_percentile: float | None = None) -> dict:
     """One model for one engine into out_dir. With a board, the result is checked against every
-    memory region of the board before anything replaces out_dir."""
+    memory region of the board before anything replaces out_dir.
+
+    micropython engine only: `metadata` (key/values stored in the model file) and
+    `threshold_data` (normal samples, .npy/.npz: the autoencoder's reconstruction-error threshold
+    at `threshold_percentile` is calibrated on them and stored as metadata `anomaly_threshold`;
+    the report carries the calibration under "anomaly_threshold")."""
     out_dir = Path(out_dir)
     if engine not in ENGINES:
         raise McuforgeError(f"unknown engine {engine!r}", where="--engine", fix=f"use one of {', '.join(ENGINES)}")
+    if (metadata or threshold_data is not None or threshold_percentile is not None) and engine != "micropython":
+        option = "--threshold-data" if threshold_data is not None or threshold_percentile is not None else "metadata"
+        raise McuforgeError(f"{option} is stored in the MicroPython model file; the {engine} engine has no place "
+                            f"for it", where=option, fix="compile with --engine micropython, or leave the option out")
+    if threshold_percentile is not None and threshold_data is None:
+        raise McuforgeError("--threshold-percentile without --threshold-data", where="--threshold-percentile",
+                            fix="pass the normal samples to calibrate on: --threshold-data normal.npy")
     board_data, ethosu_target = _load_board_for(board, engine)
+    calibration = None
+    if threshold_data is not None:
+        from mcuforge.codegen.anomaly_threshold import DEFAULT_PERCENTILE, calibrate_reconstruction_threshold
+
+        calibration = calibrate_reconstruction_threshold(
+            model_path, threshold_data, DEFAULT_PERCENTILE if threshold_percentile is None else threshold_percentile)
+        metadata = {**(metadata or {}), **calibration["metadata"]}
     with _staged(out_dir) as staging:
         if engine == "aot":
             from mcuforge.codegen.emit_aot import emit_aot, kernel_variant_for
@@ -88,7 +108,9 @@ def compile_model(model_path: str | Path, engine: str, out_dir: str | Path, name
             from mcuforge.codegen.emit_micropython import emit_micropython
             from mcuforge.codegen.tflite_model import load_tflite
 
-            report = emit_micropython(load_tflite(model_path), staging, name=name)
+            report = emit_micropython(load_tflite(model_path), staging, name=name, metadata=metadata)
+            if calibration is not None:
+                report["anomaly_threshold"] = {k: v for k, v in calibration.items() if k != "metadata"}
         else:
             from mcuforge.codegen.emit_ethosu import emit_ethosu
 

@@ -141,6 +141,8 @@ class Reconstruction:
             out_q = (meta["output_scale"], meta.get("output_zero_point", 0))
         kw.setdefault("in_q", in_q)
         kw.setdefault("out_q", out_q)
+        if "anomaly_metric" in meta:  # the metric the threshold was calibrated with
+            kw.setdefault("metric", meta["anomaly_metric"])
         return cls(meta.get(key), **kw)
 
     @classmethod

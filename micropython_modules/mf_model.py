@@ -4,6 +4,7 @@
 #     m = mf_model.load("/flash/model.mfm")      # checks the sha256 while it reads
 #     out = m.invoke(input_bytes)                 # int8 bytes in, int8 bytes out
 #     m.name, m.input_shape, m.input_scale, m.input_zero_point, m.output_shape, m.backend
+#     m.metadata                                  # e.g. {"anomaly_threshold": 0.0123, ...}; {} if none
 #
 # docs/micropython-model-format.md specifies the file. A user C module built into the firmware
 # can take over inference (see _native_module): it must expose invoke(bytes) -> bytes.
@@ -18,12 +19,13 @@ except ImportError:
     hashlib = None
 
 MAGIC = b"MFMD"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # reads versions 1 (no metadata) and 2 (+ the metadata block)
 HEADER_BYTES = 96
 IO_ENTRY_BYTES = 44
 RECORD_HEADER_BYTES = 8
 SECTION_HEADER_BYTES = 8
 DIGEST_BYTES = 32
+METADATA_MAX_BYTES = 4096
 _CHUNK = 2048
 _ITEM_BYTES = {"b": 1, "i": 4}
 
@@ -117,10 +119,11 @@ def load(path, native=None, verify=True):
                                    "export one with `mcuforge compile MODEL --engine micropython`"
                                    % (path, bytes(header[:4]), MAGIC))
         version = struct.unpack_from("<H", header, 4)[0]
-        if version != FORMAT_VERSION:
-            raise ModelFormatError("%s is model-file format version %d, and this runtime reads version %d; "
+        if not 1 <= version <= FORMAT_VERSION:
+            raise ModelFormatError("%s is model-file format version %d, and this runtime reads version %d and older; "
                                    "export the model with the mcuforge that matches the device runtime, or "
-                                   "update mf_model.py and mf_interp.py on the device" % (path, version, FORMAT_VERSION))
+                                   "update mf_model.py and mf_interp.py on the device"
+                                   % (path, version, FORMAT_VERSION))
         if len(header) < HEADER_BYTES:
             raise ModelFormatError("%s is truncated: %d bytes, shorter than the %d-byte header"
                                    % (path, len(header), HEADER_BYTES))
@@ -136,10 +139,16 @@ def load(path, native=None, verify=True):
             raise ModelFormatError("%s: the model name in the header is not UTF-8; the file is damaged" % path)
         if header_bytes != HEADER_BYTES:
             raise ModelFormatError("%s: header size %d, %d expected for format version %d"
-                                   % (path, header_bytes, HEADER_BYTES, FORMAT_VERSION))
+                                   % (path, header_bytes, HEADER_BYTES, version))
         if file_bytes != size:
             raise ModelFormatError("%s is %d bytes but its header says %d: the copy is incomplete or damaged; "
                                    "copy the model file again" % (path, size, file_bytes))
+        # Version 2: the size of the metadata block between the last section and the trailer
+        # (bytes 88..91; a version-1 file has none).
+        metadata_bytes = struct.unpack_from("<I", header, 88)[0] if version >= 2 else 0
+        if metadata_bytes > METADATA_MAX_BYTES or HEADER_BYTES + metadata_bytes + DIGEST_BYTES > size:
+            raise ModelFormatError("%s: the header declares %d bytes of metadata (at most %d, in a %d-byte file); "
+                                   "the file is damaged" % (path, metadata_bytes, METADATA_MAX_BYTES, size))
         if n_inputs < 1 or n_outputs < 1:
             raise ModelFormatError("%s declares %d inputs and %d outputs" % (path, n_inputs, n_outputs))
 
@@ -174,26 +183,80 @@ def load(path, native=None, verify=True):
             if padding:
                 reader.read(padding, "padding of constant section %d" % i)
 
-        if reader.pos + DIGEST_BYTES != size:
-            raise ModelFormatError("%s: %d bytes between the last section and the sha256 trailer; the file is "
-                                   "damaged" % (path, size - reader.pos - DIGEST_BYTES))
+        if reader.pos + metadata_bytes + DIGEST_BYTES != size:
+            raise ModelFormatError("%s: %d bytes between the last section and the sha256 trailer where the header "
+                                   "declares %d of metadata; the file is damaged"
+                                   % (path, size - reader.pos - DIGEST_BYTES, metadata_bytes))
+        at = reader.pos
+        metadata = _parse_metadata(reader.read(metadata_bytes, "metadata"), path, at)
         computed = reader.digest.digest() if reader.digest is not None else None
         stored = f.read(DIGEST_BYTES)
     if computed is not None and computed != stored:
         raise ModelIntegrityError("%s fails its sha256 check (stored %s, content %s): the file is corrupted; "
                                   "copy or send the model again" % (path, _hex(stored), _hex(computed)))
     model = Model(path, name, stored, source_digest, tensors[:n_inputs], tensors[n_inputs:],
-                  Interpreter(arena_bytes, records, sections))
+                  Interpreter(arena_bytes, records, sections), metadata, version)
     model._attach_native(native)
     return model
+
+
+def _parse_metadata(block, path, at):
+    """The metadata block as a dict: u16 entries, 2 zero bytes, then per entry u8 key length,
+    u8 type, u16 value length, the key and the value (text); zero padding to 4 bytes. Types:
+    's' str, 'i' int, 'f' float; a value of a type this runtime does not know stays bytes."""
+    meta = {}
+    if not block:
+        return meta
+    end = len(block)
+    if end < 4:
+        raise ModelFormatError("%s: metadata block of %d bytes at byte %d is too short" % (path, end, at))
+    count = struct.unpack_from("<H", block, 0)[0]
+    pos = 4
+    for i in range(count):
+        if pos + 4 > end:
+            raise ModelFormatError("%s: metadata entry %d at byte %d runs past the metadata block"
+                                   % (path, i, at + pos))
+        key_len, code, value_len = struct.unpack_from("<BBH", block, pos)
+        start = pos + 4
+        pos = start + key_len + value_len
+        if key_len == 0 or pos > end:
+            raise ModelFormatError("%s: metadata entry %d at byte %d (key %d bytes, value %d bytes) runs past the "
+                                   "metadata block" % (path, i, at + start - 4, key_len, value_len))
+        raw = bytes(block[start + key_len:pos])
+        try:
+            key = bytes(block[start:start + key_len]).decode()
+            kind = chr(code)
+            if kind == "s":
+                value = raw.decode()
+            elif kind == "i":
+                value = int(raw.decode())
+            elif kind == "f":
+                value = float(raw.decode())
+            else:
+                value = raw     # a newer writer's type: kept as bytes, not refused
+        except (UnicodeError, ValueError):
+            raise ModelFormatError("%s: metadata entry %d at byte %d has a bad %r value %r"
+                                   % (path, i, at + start - 4, chr(code), raw))
+        if key in meta:
+            raise ModelFormatError("%s: metadata key %r appears twice" % (path, key))
+        meta[key] = value
+    if end - pos > 3 or bytes(block[pos:]) != bytes(end - pos):
+        raise ModelFormatError("%s: %d bytes after the last metadata entry at byte %d are not padding"
+                               % (path, end - pos, at + pos))
+    return meta
 
 
 class Model:
     """A loaded model: invoke(int8 bytes) -> int8 bytes."""
 
-    def __init__(self, path, name, digest, source_digest, inputs, outputs, interpreter):
+    def __init__(self, path, name, digest, source_digest, inputs, outputs, interpreter, metadata=None,
+                 format_version=FORMAT_VERSION):
         self.path = path
         self.name = name
+        self.format_version = format_version
+        # Key/values exported with the model, e.g. the calibrated "anomaly_threshold" that
+        # mf_anomaly.Reconstruction.from_model() uses; {} for a file without them.
+        self.metadata = metadata if metadata is not None else {}
         self.sha256 = _hex(digest)                  # of the model file (its trailer)
         self.source_sha256 = _hex(source_digest)    # of the .tflite it was exported from
         self.inputs = inputs
@@ -228,6 +291,11 @@ class Model:
     @property
     def output_zero_point(self):
         return self.outputs[0].zero_point
+
+    @property
+    def anomaly_threshold(self):
+        """The reconstruction-error threshold calibrated on normal data, or None."""
+        return self.metadata.get("anomaly_threshold")
 
     @property
     def backend(self):
