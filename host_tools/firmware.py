@@ -1,18 +1,23 @@
-"""Render, build and size the bare-metal test firmware, and its host twin.
+"""Render, build and size Cortex-M firmware (bare metal and FreeRTOS), and its host twin.
 
-A rendered bare-metal project is a folder a user can also build with `make`:
+A rendered Cortex-M project is a folder a user can also build with `make` or CMake:
 
-    Makefile, linker.ld, mcuforge_project.json
-    app/     the application (mcuforge_app.c, port.h), the same on every platform
-    port/    start-up, linker symbols' users, UART, semihosting, cycle counter
+    Makefile (bare metal, C engines), CMakeLists.txt, cmake/, linker.ld, mcuforge_project.json
+    app/     the application (mcuforge_app.c, port.h, engine glue), the same on every platform
+    port/    start-up, linker symbols' users, console, cycle counter, the RTOS port
     model/   the model's C sources, copied from the emitter's output
     build/   firmware.elf and firmware.map
 
-Everything the templates show (memory map, section placement, flags) is computed here.
+The application comes in two builds. The verify harness (`settings=None`) runs every vector of
+inputs.bin, read through semihosting, and exits. The application (`settings=AppSettings(...)`)
+runs the duty-cycled inference loop with telemetry and serves bench mode on the console.
+
+Everything the templates show (memory map, section placement, flags, sizes) is computed here.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -20,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -38,92 +44,275 @@ BUILD_DIR = "build"
 ELF_NAME = "firmware.elf"
 MAP_NAME = "firmware.map"
 LINKER_SCRIPT = "linker.ld"
+TOOLCHAIN_FILE = "cmake/arm-none-eabi.cmake"
 PROJECT_MANIFEST = "mcuforge_project.json"
 HOST_RUNNER_NAME = "mcuforge_host_runner"
 SOURCE_DIRS = ("app", "port", "model")
+MODEL_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".h", ".hpp")
+COMPILED_SUFFIXES = (".c", ".cc", ".cpp")
 
 DEFAULT_STACK_BYTES = 16 * 1024
 DEFAULT_HEAP_BYTES = 4 * 1024
+# Under FreeRTOS the application runs on its task's stack; the main stack only serves
+# start-up and interrupts.
+FREERTOS_MAIN_STACK_BYTES = 4 * 1024
+FREERTOS_KERNEL_HEAP_MARGIN = 6 * 1024
 SECTION_KINDS = ("code", "rodata", "weights", "data", "bss", "stack", "heap", "arena")
+ENGINES = ("aot", "tflm", "ethos-u")
+CORTEX_M_RTOSES = ("baremetal", "freertos")
+# TFLM's optimized kernels (CMSIS-NN, ESP-NN) may need scratch on top of the arena measured with
+# the reference kernels: room for that, and the 16-byte alignment TFLM wants.
+TFLM_ARENA_MARGIN_FRACTION = 0.25
+TFLM_ARENA_MARGIN_BYTES = 2048
 
 _COMMON_CFLAGS = ["-O2", "-g", "-std=gnu11", "-Wall", "-ffunction-sections", "-fdata-sections"]
+_CMAKE_COMPILE_OPTIONS = ["-O2", "-g", "-Wall", "-ffunction-sections", "-fdata-sections"]
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COMPILER_ERROR = re.compile(r"(error|undefined reference|multiple definition|will not fit|overflowed)", re.I)
 _REGION_OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+_DTYPE_BYTES = {"int8": 1, "uint8": 1, "bool": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4,
+                "int64": 8, "float64": 8}
+
+# The RTOS-independent application: copied (or rendered, .j2) into every project's app/.
+APP_FILES = ("port.h", "engine.h", "mcuforge_app.h", "mcuforge_app.c", "json_writer.h", "json_writer.c",
+             "input_source.c", "mcuforge_config.h.j2")
+ENGINE_FILES = {"aot": "engine_aot.c.j2", "tflm": "engine_tflm.cc.j2", "ethos-u": "engine_tflm.cc.j2"}
+# The Cortex-M support shared by the bare-metal and FreeRTOS ports, into port/.
+CORTEX_M_PORT_FILES = ("cortex_m/cortex_m.h", "cortex_m/startup.c", "cortex_m/console.c", "cortex_m/cycles.c",
+                       "cortex_m/memory_marks.c", "cortex_m/uart_cmsdk.h", "cortex_m/uart_cmsdk.c",
+                       "cortex_m/semihosting.h", "cortex_m/semihosting.c", "cortex_m/mcuforge_board.h.j2",
+                       "common/cpu_cycles.h")
+
+# FreeRTOS-Kernel's CMake port names (FREERTOS_PORT) per core.
+FREERTOS_PORTS = {
+    "cortex-m0plus": "GCC_ARM_CM0", "cortex-m3": "GCC_ARM_CM3", "cortex-m4": "GCC_ARM_CM4F",
+    "cortex-m7": "GCC_ARM_CM7", "cortex-m33": "GCC_ARM_CM33_NTZ_NONSECURE",
+    "cortex-m55": "GCC_ARM_CM55_NTZ_NONSECURE", "cortex-m85": "GCC_ARM_CM85_NTZ_NONSECURE",
+}
+# TFLM's cortex_m_generic TARGET_ARCH per core, hard-float where the core has an FPU.
+TFLM_TARGET_ARCH = {
+    "cortex-m0plus": "cortex-m0plus", "cortex-m3": "cortex-m3", "cortex-m4": "cortex-m4+fp", "cortex-m7": "cortex-m7+fp",
+    "cortex-m33": "cortex-m33", "cortex-m55": "cortex-m55", "cortex-m85": "cortex-m85",
+}
+
+
+# ---- what the application needs to know -----------------------------------------------------
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The generated application's settings: one inference every `period_ms`, `iterations` of
+    them (0: forever), on a thread or task with `stack_bytes` of stack (None: the default for
+    the engine)."""
+    period_ms: int = 1000
+    iterations: int = 0
+    stack_bytes: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.period_ms, int) or self.period_ms < 0 or self.period_ms > 86_400_000:
+            raise McuforgeError(f"period must be 0 to 86400000 ms, got {self.period_ms!r}", where="--period-ms",
+                                fix="give the time between inferences in milliseconds (0: back to back)")
+        if not isinstance(self.iterations, int) or self.iterations < 0 or self.iterations >= 2**32:
+            raise McuforgeError(f"iterations must be a non-negative 32-bit count, got {self.iterations!r}",
+                                where="--iterations", fix="give how many inferences to run, or 0 to run forever")
+        if self.stack_bytes is not None and (not isinstance(self.stack_bytes, int) or self.stack_bytes < 1024):
+            raise McuforgeError(f"stack must be at least 1024 bytes, got {self.stack_bytes!r}", where="--stack-bytes",
+                                fix="give the application thread's stack in bytes (e.g. 16384)")
+
+    def app_stack_bytes(self, engine: str) -> int:
+        if self.stack_bytes is not None:
+            return self.stack_bytes
+        return 8 * 1024 if engine == "aot" else 16 * 1024
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """Sizes of the model's inputs and outputs, and the element type of each output."""
+    input_bytes: tuple[int, ...]
+    output_bytes: tuple[int, ...]
+    output_dtypes: tuple[str, ...]
+
+    @property
+    def total_input_bytes(self) -> int:
+        return sum(self.input_bytes)
+
+    @property
+    def result_type(self) -> str:
+        """How telemetry reads output 0: as int8 scores, float scores, or raw bytes."""
+        return {"int8": "INT8", "float32": "FLOAT32"}.get(self.output_dtypes[0] if self.output_dtypes else "", "RAW")
+
+
+def _tensor_bytes(entry: dict, where: str) -> int:
+    dtype = str(entry.get("dtype", "")).lower()
+    shape = entry.get("shape")
+    if dtype not in _DTYPE_BYTES or not isinstance(shape, list):
+        raise McuforgeError(f"the compile report describes a tensor without a usable shape and dtype: {entry!r}",
+                            where=where, fix="compile the model again with this mcuforge version")
+    return math.prod(int(d) for d in shape) * _DTYPE_BYTES[dtype]
+
+
+def compile_report(model_dir: str | Path) -> dict:
+    path = Path(model_dir) / "report.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise McuforgeError(f"the compiled model has no report.json: {path}", where=str(model_dir),
+                            fix="compile the model with `mcuforge compile` (or compile_model) first") from None
+    except json.JSONDecodeError as exc:
+        raise McuforgeError(f"report.json is not valid JSON: {exc.msg}", where=str(path),
+                            fix="compile the model again") from None
+
+
+def model_io_from_report(report: dict, where: str = "report.json") -> ModelIO:
+    """The inputs and outputs a compile report lists (every engine writes `input` and `output`)."""
+    inputs, outputs = report.get("input"), report.get("output")
+    if not isinstance(inputs, list) or not isinstance(outputs, list) or not inputs or not outputs:
+        raise McuforgeError("the compile report does not list the model's inputs and outputs", where=where,
+                            fix="compile the model again with this mcuforge version")
+    return ModelIO(tuple(_tensor_bytes(e, where) for e in inputs), tuple(_tensor_bytes(e, where) for e in outputs),
+                   tuple(str(e.get("dtype", "")).lower() for e in outputs))
+
+
+def tflm_arena_bytes(report: dict) -> int:
+    """The TFLM arena to allocate: the report's figure plus room for optimized kernels' scratch."""
+    measured = int(report.get("arena_bytes") or 0)
+    if measured <= 0:
+        raise McuforgeError("the compile report gives no TFLM arena size", where="report.json: arena_bytes",
+                            fix="compile the model again with the tflm or ethos-u engine")
+    padded = measured + max(TFLM_ARENA_MARGIN_BYTES, int(measured * TFLM_ARENA_MARGIN_FRACTION))
+    return (padded + 15) // 16 * 16
+
+
+def cycle_counter(board: Board | None, rtos: str) -> tuple[str, str]:
+    """What port_cycles() reads on `board` under `rtos`: (name, explanation)."""
+    if board is None:
+        return "host", "CLOCK_MONOTONIC nanoseconds of the build machine (a notional 1 GHz clock)"
+    if not board.is_arm:
+        return "ccount", "the Xtensa CCOUNT register, one count per CPU clock cycle"
+    if rtos == "baremetal" and (board.emulated or board.core == "cortex-m0plus"):
+        return "systick", ("SysTick at the core clock (QEMU does not model the DWT; under -icount shift=0 "
+                           "the count follows the instructions executed)")
+    return "dwt", "DWT->CYCCNT, one count per core clock cycle"
+
+
+def app_context(*, board_name: str, rtos: str, engine: str, model_name: str, io: ModelIO | None,
+                settings: AppSettings | None, clock_hz: int, counter: tuple[str, str],
+                report: dict | None = None, npu: bool = False) -> dict:
+    """The values mcuforge_config.h and the engine glue are rendered with."""
+    context = {
+        "board_name": board_name, "rtos": rtos, "engine": engine, "model_name": model_name,
+        "model_macro": model_name.upper(), "clock_hz": clock_hz,
+        "cycle_counter": counter[0], "cycle_counter_note": counter[1],
+        "inputs_from_file": settings is None,
+        "period_ms": settings.period_ms if settings else 0,
+        "iterations": settings.iterations if settings else 0,
+        "app_stack_bytes": (settings or AppSettings()).app_stack_bytes(engine),
+        "input_bytes": io.total_input_bytes if io else 0,
+        "result_type": io.result_type if io else "RAW",
+        "tflm_arena_bytes": None, "tflm_arena_note": "", "npu": npu,
+    }
+    if engine in ("tflm", "ethos-u"):
+        context["tflm_arena_bytes"] = tflm_arena_bytes(report or {})
+        context["tflm_arena_note"] = (f"{report.get('arena_bytes')} B from the compile report "
+                                      f"({report.get('arena_source', 'measured')}), plus room for optimized "
+                                      f"kernels' scratch")
+    return context
 
 
 # ---- rendering -------------------------------------------------------------------------------
 
-def _jinja_environment() -> jinja2.Environment:
+def jinja_environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=jinja2.StrictUndefined,
                               trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
                               autoescape=False)
 
 
-def _render_tree(template_subdir: str, out_dir: Path, context: dict) -> list[Path]:
-    """Render every `.j2` file of a template folder (dropping the suffix) and copy the others."""
-    source_root = TEMPLATES_DIR / template_subdir
-    environment = _jinja_environment()
+
+def render_file(template: str, target: Path, context: dict) -> Path:
+    """Render `template` (a path under firmware_templates/; `.j2` files are rendered, others
+    copied) to `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source = TEMPLATES_DIR / template
+    if source.suffix == ".j2":
+        target.write_text(jinja_environment().get_template(template).render(**context))
+    else:
+        shutil.copyfile(source, target)
+    return target
+
+
+def render_files(templates, out_dir: Path, context: dict) -> list[Path]:
+    """Render each template into `out_dir` under its file name (without .j2)."""
     written = []
-    for source in sorted(p for p in source_root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        relative = source.relative_to(source_root)
-        if source.suffix == ".j2":
-            target = out_dir / relative.with_suffix("")
-            template = environment.get_template(source.relative_to(TEMPLATES_DIR).as_posix())
-            text = template.render(**context)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
-        else:
-            target = out_dir / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-        written.append(target)
+    for template in templates:
+        name = Path(template).name
+        written.append(render_file(template, out_dir / (name[:-3] if name.endswith(".j2") else name), context))
     return written
 
 
-def _check_model_name(model_name: str) -> None:
+def render_app(app_dir: Path, engine: str, context: dict) -> list[Path]:
+    """The RTOS-independent application and the engine glue, into `app_dir`."""
+    if engine not in ENGINE_FILES:
+        raise McuforgeError(f"unknown engine {engine!r}", where="--engine", fix=f"use one of {', '.join(ENGINES)}")
+    return render_files([f"app/{name}" for name in APP_FILES] + [f"app/{ENGINE_FILES[engine]}"], app_dir, context)
+
+
+def check_model_name(model_name: str) -> None:
     if not _C_IDENTIFIER.match(model_name):
         raise McuforgeError(f"model name {model_name!r} is not a C identifier", where="model_name",
                             fix="use letters, digits and underscores, not starting with a digit")
 
 
-def _read_model_sources(model_dir: Path, model_name: str) -> dict[Path, bytes]:
-    """The emitter's .c and .h files, by path relative to model_dir, read before anything is replaced."""
+
+def required_model_files(engine: str, model_name: str) -> tuple[str, ...]:
+    if engine == "aot":
+        return (f"{model_name}.h", f"{model_name}.c")
+    return (f"{model_name}_data.h", f"{model_name}_data.cc", f"{model_name}_op_resolver.h")
+
+
+def read_model_sources(model_dir: Path, model_name: str, engine: str = "aot") -> dict[Path, bytes]:
+    """The emitter's sources, by path relative to model_dir, read before anything is replaced."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise McuforgeError(f"model source folder not found: {model_dir}",
-                            fix="emit the model's C code first (emit_aot)")
-    for required in (f"{model_name}.h", f"{model_name}.c"):
+                            fix="emit the model's C code first (mcuforge compile)")
+    for required in required_model_files(engine, model_name):
         if not (model_dir / required).is_file():
             raise McuforgeError(f"model source folder has no {required}", where=str(model_dir),
-                                fix=f"emit the model with name={model_name!r}, or pass the model_name it was emitted with")
+                                fix=f"compile the model for the {engine} engine with name={model_name!r}, "
+                                    f"or pass the model_name it was compiled with")
     return {p.relative_to(model_dir): p.read_bytes()
-            for p in sorted(model_dir.rglob("*")) if p.is_file() and p.suffix in (".c", ".h")}
+            for p in sorted(model_dir.rglob("*")) if p.is_file() and p.suffix in MODEL_SOURCE_SUFFIXES}
 
 
-def _write_model_sources(sources: dict[Path, bytes], model_out: Path) -> None:
+
+def write_model_sources(sources: dict[Path, bytes], model_out: Path) -> None:
     for relative, data in sources.items():
         target = model_out / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
 
 
-def _replace_source_dirs(project_dir: Path) -> None:
+
+def replace_source_dirs(project_dir: Path, names=SOURCE_DIRS) -> None:
     """Rendering starts from clean source folders, so that no file of an earlier model is built."""
-    for name in SOURCE_DIRS:
+    for name in names:
         shutil.rmtree(project_dir / name, ignore_errors=True)
+
 
 
 def _as_board(board: Board | str) -> Board:
     return board if isinstance(board, Board) else load_board(board)
 
 
-def _console_define(board: Board) -> str:
+def console_driver(board: Board, fall_back_to_semihosting: bool) -> tuple[str, str]:
+    """The console driver define for mcuforge_board.h, and a note saying what it is."""
     console = board.console
     if console.get("kind") == "uart" and console.get("uart_driver") == "cmsdk-apb-uart" and "uart_base" in console:
-        return "UART_CMSDK"
+        return "UART_CMSDK", f"CMSDK APB UART at 0x{console['uart_base']:08X}, {console['baud']} baud"
     if console.get("kind") == "semihosting":
-        return "SEMIHOSTING"
+        return "SEMIHOSTING", "semihosting (output only)"
+    if fall_back_to_semihosting:
+        return "SEMIHOSTING", (f"semihosting, through the debugger (output only): mcuforge has no bare-metal driver "
+                               f"for this board's {console.get('kind')} console")
     raise McuforgeError(f"the bare-metal firmware has no driver for the console of board {board.name} "
                         f"({console.get('kind')}, driver {console.get('uart_driver', 'none')})",
                         where=f"{board.path}: console",
@@ -131,13 +320,18 @@ def _console_define(board: Board) -> str:
                             "console.kind = \"semihosting\"")
 
 
-def _check_baremetal_board(board: Board) -> None:
+def check_cortex_m_board(board: Board, rtos: str = "baremetal") -> None:
+    what = "FreeRTOS firmware for Cortex-M" if rtos == "freertos" else "bare-metal firmware"
     if not board.is_arm:
-        raise McuforgeError(f"board {board.name} has a {board.core} core; the bare-metal firmware is for Arm Cortex-M",
+        raise McuforgeError(f"board {board.name} has a {board.core} core; the {what} is for Arm Cortex-M",
                             where=f"{board.path}: cpu.core", fix="use an Arm Cortex-M board, or the RTOS the board supports")
     if not board.cpu.get("gcc_flags"):
         raise McuforgeError(f"board {board.name} gives no compiler flags", where=f"{board.path}: cpu.gcc_flags",
                             fix='add gcc_flags, e.g. ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard"]')
+    if rtos == "freertos" and board.core not in FREERTOS_PORTS:
+        raise McuforgeError(f"no FreeRTOS port is known for {board.core}", where=f"{board.path}: cpu.core",
+                            fix=f"use a board with one of: {', '.join(FREERTOS_PORTS)}")
+
 
 
 def linker_layout(board: Board) -> dict:
@@ -150,70 +344,172 @@ def linker_layout(board: Board) -> dict:
     return {"memories": memories, "region": region}
 
 
-def _cycle_counter(board: Board) -> str:
-    # QEMU does not model the DWT cycle counter, and a Cortex-M0+ has none.
-    return "SYSTICK" if board.emulated or board.core == "cortex-m0plus" else "DWT"
+def _include_dirs(project_dir: Path) -> list[str]:
+    return ["app", "port"] + sorted({p.parent.relative_to(project_dir).as_posix()
+                                     for p in (project_dir / "model").rglob("*.h")} | {"model"})
 
 
 def baremetal_flags(board: Board, project_dir: Path) -> dict[str, list[str]]:
     """Compiler and linker flags for a rendered project, with paths relative to the project folder."""
-    include_dirs = ["app", "port"] + sorted({p.parent.relative_to(project_dir).as_posix()
-                                             for p in (project_dir / "model").rglob("*.h")} | {"model"})
-    cflags = list(board.cpu["gcc_flags"]) + _COMMON_CFLAGS + [f"-I{d}" for d in include_dirs]
+    cflags = list(board.cpu["gcc_flags"]) + _COMMON_CFLAGS + [f"-I{d}" for d in _include_dirs(project_dir)]
     ldflags = ["-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", f"-T{LINKER_SCRIPT}",
                "-Wl,--gc-sections", f"-Wl,-Map={BUILD_DIR}/{MAP_NAME}", "-Wl,--no-warn-rwx-segments"]
     return {"cflags": cflags, "ldflags": ldflags, "ldlibs": ["-lm"]}
 
 
-def _project_sources(project_dir: Path, dirs=SOURCE_DIRS) -> list[str]:
-    return sorted(p.relative_to(project_dir).as_posix() for d in dirs for p in (project_dir / d).rglob("*.c"))
+def _project_sources(project_dir: Path, dirs=SOURCE_DIRS, suffixes=(".c",)) -> list[str]:
+    return sorted(p.relative_to(project_dir).as_posix() for d in dirs for p in (project_dir / d).rglob("*")
+                  if p.is_file() and p.suffix in suffixes)
 
 
-def render_baremetal_project(board: Board | str, model_dir: str | Path, out_dir: str | Path, model_name: str = "model",
-                             *, stack_bytes: int = DEFAULT_STACK_BYTES, heap_bytes: int = DEFAULT_HEAP_BYTES) -> Path:
-    """Render the bare-metal test firmware for `board` around the model's C sources in `model_dir`."""
+def cmake_variables(rtos: str, engine: str, board: Board) -> list[dict]:
+    """The CMake cache variables a Cortex-M project needs from the user (paths this machine
+    cannot know), each with its check and what it is."""
+    variables = []
+    if rtos == "freertos":
+        variables.append({"name": "FREERTOS_KERNEL_PATH", "type": "PATH",
+                          "check": 'NOT EXISTS "${FREERTOS_KERNEL_PATH}/tasks.c"',
+                          "help": "a FreeRTOS-Kernel source tree, V11.0 or later"})
+    if engine in ("tflm", "ethos-u"):
+        arch = TFLM_TARGET_ARCH.get(board.core, board.core)
+        variables += [
+            {"name": "TFLM_ROOT", "type": "PATH",
+             "check": 'NOT EXISTS "${TFLM_ROOT}/tensorflow/lite/micro/micro_interpreter.h"',
+             "help": "a tflite-micro source tree"},
+            {"name": "TFLM_LIB", "type": "FILEPATH", "check": 'NOT EXISTS "${TFLM_LIB}"',
+             "help": f"libtensorflow-microlite.a built from TFLM_ROOT for TARGET=cortex_m_generic TARGET_ARCH={arch}"},
+        ]
+    if engine == "ethos-u":
+        variables += [
+            {"name": "ETHOSU_BASE_ADDRESS", "type": "STRING", "check": 'ETHOSU_BASE_ADDRESS STREQUAL ""',
+             "help": "the Ethos-U NPU's register base address on this board (from its reference manual)"},
+            {"name": "ETHOSU_IRQ", "type": "STRING", "check": 'ETHOSU_IRQ STREQUAL ""',
+             "help": "the Ethos-U NPU's interrupt number on this board"},
+        ]
+    return variables
+
+
+def _tflm_include_dirs(engine: str) -> list[str]:
+    downloads = "${TFLM_ROOT}/tensorflow/lite/micro/tools/make/downloads"
+    dirs = ["${TFLM_ROOT}", f"{downloads}/flatbuffers/include", f"{downloads}/gemmlowp"]
+    if engine == "ethos-u":
+        dirs.append(f"{downloads}/ethos_u_core_driver/include")
+    return dirs
+
+
+def cortex_m_cmake_context(board: Board, project_dir: Path, rtos: str, engine: str, model_name: str) -> dict:
+    """What CMakeLists.txt and the toolchain file of a Cortex-M project show."""
+    tflm = engine in ("tflm", "ethos-u")
+    definitions = ["TF_LITE_STATIC_MEMORY"] if tflm else []
+    if engine == "ethos-u":
+        definitions += ["MCUFORGE_ETHOSU_BASE_ADDRESS=${ETHOSU_BASE_ADDRESS}", "MCUFORGE_ETHOSU_IRQ=${ETHOSU_IRQ}"]
+    libraries = (["freertos_kernel"] if rtos == "freertos" else []) + (["${TFLM_LIB}"] if tflm else []) + ["m"]
+    return {
+        "board_name": board.name, "core": board.core, "engine": engine, "model_name": model_name,
+        "freertos": rtos == "freertos", "freertos_port": FREERTOS_PORTS.get(board.core, ""), "cxx": tflm,
+        "cpu_flags": list(board.cpu["gcc_flags"]), "toolchain_file": TOOLCHAIN_FILE, "linker_script": LINKER_SCRIPT,
+        "sources": _project_sources(project_dir, suffixes=COMPILED_SUFFIXES),
+        "include_dirs": _include_dirs(project_dir) + (_tflm_include_dirs(engine) if tflm else []),
+        "definitions": definitions, "compile_options": _CMAKE_COMPILE_OPTIONS, "libraries": libraries,
+        "required_variables": cmake_variables(rtos, engine, board),
+        "tflm_target_arch": TFLM_TARGET_ARCH.get(board.core, board.core),
+    }
+
+
+def _freertos_context(board: Board, settings: AppSettings, engine: str) -> dict:
+    fpu = board.cpu.get("fpu", "none") != "none"
+    app_stack = settings.app_stack_bytes(engine)
+    return {"armv8m": board.cpu.get("arch", "").startswith(("armv8-m", "armv8.1-m")), "has_fpu": fpu,
+            "has_mve": "mve" in board.extensions, "priority_bits": 3,
+            "total_heap_bytes": app_stack + FREERTOS_KERNEL_HEAP_MARGIN}
+
+
+def render_cortex_m_project(board: Board | str, model_dir: str | Path, out_dir: str | Path, model_name: str = "model",
+                            *, rtos: str = "baremetal", engine: str = "aot", settings: AppSettings | None = None,
+                            stack_bytes: int | None = None, heap_bytes: int = DEFAULT_HEAP_BYTES,
+                            readme: str | None = None) -> Path:
+    """Render bare-metal or FreeRTOS firmware for a Cortex-M `board` around the compiled model
+    in `model_dir`. `settings=None` renders the verify harness (bare metal, aot only)."""
     board = _as_board(board)
-    _check_model_name(model_name)
-    _check_baremetal_board(board)
-    model_sources = _read_model_sources(Path(model_dir), model_name)
+    check_model_name(model_name)
+    if rtos not in CORTEX_M_RTOSES:
+        raise McuforgeError(f"{rtos!r} is not a Cortex-M firmware kind", where="rtos",
+                            fix=f"use one of {', '.join(CORTEX_M_RTOSES)}")
+    check_cortex_m_board(board, rtos)
+    if settings is None and (rtos != "baremetal" or engine != "aot"):
+        raise McuforgeError("the verify harness is bare-metal firmware with the aot engine", where="settings",
+                            fix="pass AppSettings to render the application")
+    model_sources = read_model_sources(Path(model_dir), model_name, engine)
+    report = compile_report(model_dir) if settings is not None else None
+    io = model_io_from_report(report, str(Path(model_dir) / "report.json")) if report is not None else None
     project_dir = Path(out_dir)
     project_dir.mkdir(parents=True, exist_ok=True)
-    _replace_source_dirs(project_dir)
-    _write_model_sources(model_sources, project_dir / "model")
+    replace_source_dirs(project_dir)
+    write_model_sources(model_sources, project_dir / "model")
 
     console = board.console
-    console_define = _console_define(board)
-    uart_base = f"0x{console['uart_base']:08X}" if console_define == "UART_CMSDK" else None
+    console_define, console_note = console_driver(board, fall_back_to_semihosting=settings is not None)
+    counter = cycle_counter(board, rtos)
+    if stack_bytes is None:
+        stack_bytes = FREERTOS_MAIN_STACK_BYTES if rtos == "freertos" else (
+            settings.app_stack_bytes(engine) if settings and settings.stack_bytes else DEFAULT_STACK_BYTES)
     context = {
-        "board_name": board.name,
-        "model_name": model_name,
-        "model_macro": model_name.upper(),
-        "clock_hz": board.clock_hz,
-        "console_kind": console["kind"],
-        "console_define": console_define,
-        "uart_base": uart_base,
+        **app_context(board_name=board.name, rtos=rtos, engine=engine, model_name=model_name, io=io,
+                      settings=settings, clock_hz=board.clock_hz, counter=counter, report=report,
+                      npu=engine == "ethos-u"),
+        "core": board.core,
+        "console_define": console_define, "console_note": console_note,
+        "uart_base": f"0x{console['uart_base']:08X}" if console_define == "UART_CMSDK" else None,
         "uart_baud_divisor": board.clock_hz // console["baud"],
-        "cycle_counter": _cycle_counter(board),
         "enable_fpu": board.cpu.get("fpu", "none") != "none" or "mve" in board.extensions,
         "has_msplim": board.cpu.get("arch", "").startswith(("armv8-m.main", "armv8.1-m.main")),
+        "exit_through_semihosting": bool(board.emulated or board.flash.get("tool") == "fvp"
+                                         or console_define == "SEMIHOSTING"),
+        "cycle_counter": counter[0].upper(),
         "stack_bytes": stack_bytes,
         "heap_bytes": heap_bytes,
         **linker_layout(board),
     }
-    _render_tree("app", project_dir / "app", context)
-    _render_tree("baremetal/port", project_dir / "port", context)
+    render_app(project_dir / "app", engine, {**context, "cycle_counter": counter[0]})
+    port_files = list(CORTEX_M_PORT_FILES) + (["baremetal/port_baremetal.c"] if rtos == "baremetal" else
+                                              ["freertos/port_freertos.c", "freertos/FreeRTOSConfig.h.j2"])
+    if rtos == "freertos":
+        context.update(_freertos_context(board, settings, engine))
+    render_files(port_files, project_dir / "port", context)
 
-    # The Makefile lists the sources, so the top-level files are rendered once they are in place.
+    # The build files list the sources, so they are rendered once the sources are in place.
+    environment = jinja_environment()
     context.update(baremetal_flags(board, project_dir), sources=_project_sources(project_dir),
                    linker_script=LINKER_SCRIPT, elf=f"{BUILD_DIR}/{ELF_NAME}", elf_map=f"{BUILD_DIR}/{MAP_NAME}",
-                   qemu_command=(qemu_command(board, f"{BUILD_DIR}/{ELF_NAME}") if board.qemu else None))
-    environment = _jinja_environment()
-    for name in (LINKER_SCRIPT, "Makefile"):
-        text = environment.get_template(f"baremetal/{name}.j2").render(**context)
-        (project_dir / name).write_text(text)
-    (project_dir / PROJECT_MANIFEST).write_text(json.dumps(
-        {"kind": "baremetal", "board": board.name, "model_name": model_name}, indent=2) + "\n")
+                   qemu_command=(qemu_command(board, f"{BUILD_DIR}/{ELF_NAME}") if board.qemu else None),
+                   inputs_from_file=settings is None)
+    (project_dir / LINKER_SCRIPT).write_text(environment.get_template("cortex_m/linker.ld.j2").render(**context))
+    if rtos == "baremetal" and engine == "aot":
+        (project_dir / "Makefile").write_text(environment.get_template("baremetal/Makefile.j2").render(**context))
+    else:
+        (project_dir / "Makefile").unlink(missing_ok=True)
+    cmake_context = cortex_m_cmake_context(board, project_dir, rtos, engine, model_name)
+    render_file("cortex_m/CMakeLists.txt.j2", project_dir / "CMakeLists.txt", cmake_context)
+    render_file("cortex_m/arm-none-eabi.cmake.j2", project_dir / TOOLCHAIN_FILE, cmake_context)
+    if readme is not None:
+        (project_dir / "README.md").write_text(readme)
+    manifest = {"kind": rtos, "board": board.name, "rtos": rtos, "engine": engine, "model_name": model_name,
+                "application": settings is not None}
+    if settings is not None:
+        manifest["settings"] = {"period_ms": settings.period_ms, "iterations": settings.iterations,
+                                "stack_bytes": settings.app_stack_bytes(engine)}
+    (project_dir / PROJECT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return project_dir
+
+
+def render_baremetal_project(board: Board | str, model_dir: str | Path, out_dir: str | Path, model_name: str = "model",
+                             *, stack_bytes: int | None = None, heap_bytes: int = DEFAULT_HEAP_BYTES,
+                             engine: str = "aot", settings: AppSettings | None = None,
+                             readme: str | None = None) -> Path:
+    """Render bare-metal firmware for `board` around the model's C sources in `model_dir`: the
+    verify harness by default, the application with `settings`."""
+    return render_cortex_m_project(board, model_dir, out_dir, model_name, rtos="baremetal", engine=engine,
+                                   settings=settings, stack_bytes=stack_bytes, heap_bytes=heap_bytes, readme=readme)
 
 
 # ---- building --------------------------------------------------------------------------------
@@ -301,6 +597,11 @@ def build_baremetal_project(project_dir: str | Path, board: Board | str) -> Path
     if manifest.get("board") != board.name:
         raise McuforgeError(f"the project was rendered for board {manifest.get('board')}, not {board.name}",
                             where=str(manifest_path), fix=f"render the project again for {board.name}")
+    if manifest.get("rtos", "baremetal") != "baremetal" or manifest.get("engine", "aot") != "aot":
+        raise McuforgeError(f"this {manifest.get('rtos')} project with the {manifest.get('engine')} engine needs "
+                            f"libraries mcuforge does not have (the RTOS kernel or TFLM): it builds with CMake",
+                            where=str(manifest_path), fix="see the project's README.md: cmake -B build -D... && "
+                                                          "cmake --build build")
     gcc = _require_arm_toolchain()
     flags = baremetal_flags(board, project_dir)
     sources = _project_sources(project_dir)
@@ -322,22 +623,25 @@ def build_baremetal_project(project_dir: str | Path, board: Board | str) -> Path
     return build_dir / ELF_NAME
 
 
-def build_host_runner(model_dir: str | Path, out_dir: str | Path, model_name: str = "model") -> Path:
-    """Build the application and the model for the host with `cc`; the path of the executable."""
-    _check_model_name(model_name)
-    model_sources = _read_model_sources(Path(model_dir), model_name)
+def build_host_runner(model_dir: str | Path, out_dir: str | Path, model_name: str = "model",
+                      settings: AppSettings | None = None) -> Path:
+    """Build the application and the (aot) model for the host with `cc`; the path of the
+    executable. The verify harness by default; the application (console on stdin/stdout) with
+    `settings`."""
+    check_model_name(model_name)
+    model_sources = read_model_sources(Path(model_dir), model_name)
+    io = model_io_from_report(compile_report(model_dir)) if settings is not None else None
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _replace_source_dirs(out_dir)
-    _write_model_sources(model_sources, out_dir / "model")
-    context = {"model_name": model_name, "model_macro": model_name.upper()}
-    _render_tree("app", out_dir / "app", context)
-    _render_tree("host/port", out_dir / "port", context)
+    replace_source_dirs(out_dir)
+    write_model_sources(model_sources, out_dir / "model")
+    context = app_context(board_name="host", rtos="host", engine="aot", model_name=model_name, io=io,
+                          settings=settings, clock_hz=1_000_000_000, counter=cycle_counter(None, "host"))
+    render_app(out_dir / "app", "aot", context)
+    render_files(["host/port_host.c"], out_dir / "port", context)
 
     cc = _require_host_cc()
-    include_dirs = ["app", "port"] + sorted({p.parent.relative_to(out_dir).as_posix()
-                                             for p in (out_dir / "model").rglob("*.h")} | {"model"})
-    cflags = ["-O2", "-std=gnu11", "-Wall"] + [f"-I{d}" for d in include_dirs]
+    cflags = ["-O2", "-std=gnu11", "-Wall"] + [f"-I{d}" for d in _include_dirs(out_dir)]
     scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=out_dir))
     try:
         exe_tmp = scratch / HOST_RUNNER_NAME

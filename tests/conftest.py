@@ -1,4 +1,6 @@
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,3 +20,15 @@ def shared_model(name: str) -> Path:
 def require_tool(tool: str, package: str) -> None:
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} not installed (Debian package {package}; run scripts/bootstrap.sh)")
+
+
+def load_architectures():
+    """benchmarks/architectures.py: the Keras architectures shared by tests and benchmarks.
+    benchmarks/ is a folder of scripts, not a package, so the module is loaded from its file."""
+    name = "mcuforge_benchmark_architectures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / "architectures.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]

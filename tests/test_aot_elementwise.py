@@ -7,17 +7,9 @@ from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
+from conftest import load_architectures
+
 pytestmark = pytest.mark.slow
-
-
-def _resnet_block(keras, batch_size=None):
-    x = inputs = keras.Input((8, 8, 4), batch_size=batch_size)
-    y = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
-    y = keras.layers.Conv2D(4, 3, padding="same")(y)
-    x = keras.layers.Add()([x, y])
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Flatten()(x)
-    return inputs, keras.layers.Dense(3)(x)
 
 
 def _broadcast(keras):
@@ -30,7 +22,7 @@ def _broadcast(keras):
     return inputs, keras.layers.Dense(2)(x)
 
 
-BUILDERS = {"resnet_block": _resnet_block, "broadcast": _broadcast}
+BUILDERS = {"resnet_block": load_architectures().residual_block, "broadcast": _broadcast}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +43,12 @@ def models(tmp_path_factory):
         paths[name] = root / f"{name}.tflite"
 
     # A model that keeps float input and output: QUANTIZE in front, DEQUANTIZE behind.
-    inputs, outputs = _resnet_block(keras, batch_size=1)  # a fixed batch keeps Flatten a plain RESHAPE
+    inputs, outputs = load_architectures().residual_block(keras)
     model = keras.Model(inputs, outputs)
     calib = np.random.default_rng(2).normal(size=(64, 8, 8, 4)).astype(np.float32)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # A fixed batch of 1 keeps Flatten a plain RESHAPE.
+    fixed_input = keras.Input(batch_shape=(1, 8, 8, 4))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(fixed_input, model(fixed_input)))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([c[None]] for c in calib)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

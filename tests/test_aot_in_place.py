@@ -8,21 +8,7 @@ from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
-from conftest import shared_model
-
-
-def _ds_cnn(keras):
-    """Depthwise-separable blocks with stride 1 (in place) after a strided stem (not in place)."""
-    x = inputs = keras.Input((20, 8, 1))
-    x = keras.layers.Conv2D(12, (5, 3), strides=2, padding="same", activation="relu")(x)
-    for _ in range(2):
-        x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-        x = keras.layers.Conv2D(12, 1, activation="relu")(x)
-    x = keras.layers.DepthwiseConv2D(3, padding="valid", dilation_rate=(1, 1))(x)
-    x = keras.layers.Conv2D(8, 1)(x)                       # fewer channels: output rows are smaller
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu6")(x)
-    x = keras.layers.Flatten()(x)
-    return inputs, keras.layers.Dense(4)(x)
+from conftest import load_architectures, shared_model
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +18,7 @@ def ds_cnn(tmp_path_factory):
     keras = tf.keras
     keras.utils.set_random_seed(9)
     root = tmp_path_factory.mktemp("inplace")
-    inputs, outputs = _ds_cnn(keras)
+    inputs, outputs = load_architectures().ds_cnn(keras)
     keras.Model(inputs, outputs).save(root / "ds_cnn.keras")
     np.save(root / "calib.npy", np.random.default_rng(0).normal(size=(48, 20, 8, 1)).astype(np.float32))
     convert(root / "ds_cnn.keras", root / "ds_cnn.tflite", calib=root / "calib.npy")

@@ -7,18 +7,9 @@ from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
+from conftest import load_architectures
+
 pytestmark = pytest.mark.slow
-
-
-def _conv_block(keras):
-    x = inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
-    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="valid", activation="relu6")(x)
-    x = keras.layers.Conv2D(6, 1)(x)
-    x = keras.layers.AveragePooling2D(2)(x)
-    x = keras.layers.MaxPooling2D(2, padding="same")(x)
-    x = keras.layers.Flatten()(x)
-    return inputs, keras.layers.Dense(5)(x)
 
 
 def _dilated(keras):
@@ -30,24 +21,9 @@ def _dilated(keras):
     return inputs, keras.layers.Dense(3, activation="relu")(x)
 
 
-def _sensor_1d(keras):
-    x = inputs = keras.Input((64, 3))
-    x = keras.layers.Conv1D(8, 5, strides=2, activation="relu")(x)
-    x = keras.layers.MaxPooling1D(2)(x)
-    x = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(x)
-    x = keras.layers.Flatten()(x)
-    return inputs, keras.layers.Dense(4)(x)
-
-
-def _mlp(keras):
-    x = inputs = keras.Input((12,))
-    x = keras.layers.Dense(16, activation="relu6")(x)
-    x = keras.layers.Reshape((4, 4))(x)
-    x = keras.layers.Flatten()(x)
-    return inputs, keras.layers.Dense(6)(x)
-
-
-BUILDERS = {"conv_block": _conv_block, "dilated": _dilated, "sensor_1d": _sensor_1d, "mlp": _mlp}
+architectures = load_architectures()
+BUILDERS = {"conv_block": architectures.conv_block, "dilated": _dilated,
+            "sensor_1d": architectures.sensor_1d, "mlp": architectures.mlp}
 
 
 @pytest.fixture(scope="module")

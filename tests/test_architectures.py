@@ -1,31 +1,18 @@
 """The MLPerf Tiny architectures of the benchmarks (benchmarks/architectures.py): VWW
 (MobileNetV1 0.25) and IC (ResNet-8) build with the published shapes and layer stacks, and the
 AOT engine runs them bit for bit like TFLM, on the host and on an emulated Cortex-M55."""
-import importlib.util
-import sys
-
 import pytest
 
 from mcuforge.codegen.emit_aot import render_aot_sources
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
-from conftest import REPO_ROOT, require_tool
+from conftest import load_architectures, require_tool
 
 pytestmark = pytest.mark.slow
 
 
-def _load_architectures():
-    # benchmarks/ is a folder of scripts, not a package: load the module from its file.
-    spec = importlib.util.spec_from_file_location("mcuforge_benchmark_architectures",
-                                                  REPO_ROOT / "benchmarks" / "architectures.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-architectures = _load_architectures()
+architectures = load_architectures()
 
 EXPECTED = {
     # name: (input shape, output shape, operator counts, MACs of the published layer stack)

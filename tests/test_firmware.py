@@ -1,5 +1,6 @@
 """Bare-metal test firmware: rendering from board files, building, and runs under QEMU that are
 compared bit for bit with the host build and the TFLM reference."""
+import json
 import re
 import shutil
 import subprocess
@@ -128,9 +129,10 @@ def test_cycle_counter_is_systick_when_emulated_and_dwt_on_silicon(tmp_path):
 def test_model_name_is_chosen_at_render_time(tmp_path):
     project = render_baremetal_project("mps2-an386", write_stand_in_model(tmp_path / "m", "kws"), tmp_path / "p",
                                        model_name="kws")
-    app = (project / "app" / "mcuforge_app.c").read_text()
-    assert '#include "kws.h"' in app and "kws_invoke()" in app and "KWS_NUM_INPUTS" in app
-    assert "model_" not in app
+    engine = (project / "app" / "engine_aot.c").read_text()
+    assert '#include "kws.h"' in engine and "kws_invoke()" in engine and "KWS_NUM_INPUTS" in engine
+    assert "model_" not in engine
+    assert '#define MCUFORGE_MODEL_NAME "kws"' in (project / "app" / "mcuforge_config.h").read_text()
 
 
 def test_rendering_again_drops_the_sources_of_the_previous_model(tmp_path):
@@ -358,3 +360,19 @@ def test_hello_world_under_qemu_matches_host_and_tflm(hello_world, hello_world_h
     # -icount shift=0: the same firmware and inputs give the same counts, run after run.
     second = parse_results(run_on_qemu(board, elf, hello_world["blob"]), hello_world["output_sizes"])
     assert [r.cycles for r in second] == [r.cycles for r in first]
+
+
+def test_the_verify_harness_is_the_application_built_to_read_inputs_bin(tmp_path):
+    project = render_baremetal_project("mps2-an386", write_stand_in_model(tmp_path / "m"), tmp_path / "p")
+    config = (project / "app" / "mcuforge_config.h").read_text()
+    assert "#define MCUFORGE_INPUTS_FROM_FILE 1" in config
+    assert (project / "app" / "mcuforge_app.c").is_file() and (project / "port" / "port_baremetal.c").is_file()
+    manifest = json.loads((project / "mcuforge_project.json").read_text())
+    assert manifest["application"] is False and manifest["engine"] == "aot"
+
+
+def test_the_verify_harness_is_aot_on_bare_metal_only(tmp_path):
+    from mcuforge.host_tools.firmware import render_cortex_m_project
+
+    with pytest.raises(McuforgeError, match="verify harness is bare-metal firmware with the aot engine"):
+        render_cortex_m_project("corstone-300-u55", write_stand_in_model(tmp_path / "m"), tmp_path / "p", rtos="freertos")

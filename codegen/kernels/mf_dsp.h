@@ -11,6 +11,7 @@
 #ifndef MF_DSP_H
 #define MF_DSP_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -27,11 +28,6 @@ static inline uint32_t mf_load_word(const int8_t *p)
     uint32_t v;
     memcpy(&v, p, sizeof v);
     return v;
-}
-
-static inline void mf_store_word(int8_t *p, uint32_t v)
-{
-    memcpy(p, &v, sizeof v);
 }
 
 /* An offset in both int16 halves of a word, the form SXTAB16 adds. */
@@ -143,41 +139,96 @@ static inline int32_t mf_dot_s8(const int8_t *x, const int8_t *w, int32_t n, int
     return acc;
 }
 
-/* acc[k] += (x[k] + x_off) * w[k] for four neighbouring channels k: one tap of a depthwise filter. */
-static inline void mf_mac_s8_x4(const int8_t *x, const int8_t *w, int32_t x_off, int32_t acc[4])
+/* One output pixel of a depthwise filter, for four neighbouring channels k:
+ * acc[k] += sum over taps (x[k] + x_off) * w[k], where the taps form `rows` rows of `cols` taps,
+ * x_col/w_col apart within a row and x_row/w_row apart from one row to the next. */
+static inline void mf_depthwise_taps_s8_x4(const int8_t *x, const int8_t *w, int32_t rows, int32_t cols,
+                                           size_t x_col, size_t x_row, size_t w_col, size_t w_row,
+                                           int32_t x_off, int32_t acc[4])
 {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
 #if MF_HAVE_DSP
-    const uint32_t xv = mf_load_word(x), wv = mf_load_word(w);
     const int32_t x_pair = mf_pair16(x_off);
-    const int32_t x02 = __sxtab16(x_pair, xv), x13 = mf_sxtab16_ror8(x_pair, xv);
-    const int32_t w02 = __sxtb16((int32_t)wv), w13 = mf_sxtb16_ror8(wv);
-    acc[0] = __smlabb(x02, w02, acc[0]);
-    acc[1] = __smlabb(x13, w13, acc[1]);
-    acc[2] = __smlatt(x02, w02, acc[2]);
-    acc[3] = __smlatt(x13, w13, acc[3]);
-#else
-    for (int k = 0; k < 4; ++k) {
-        acc[k] += ((int32_t)x[k] + x_off) * (int32_t)w[k];
-    }
 #endif
+    if (x_col == w_col) {
+        /* The common case (no dilation along rows): one index for both, one register fewer. */
+        const size_t end = (size_t)cols * x_col;
+        for (int32_t r = 0; r < rows; ++r, x += x_row, w += w_row) {
+            for (size_t i = 0; i != end; i += x_col) {
+#if MF_HAVE_DSP
+                const uint32_t xv = mf_load_word(x + i), wv = mf_load_word(w + i);
+                const int32_t x02 = __sxtab16(x_pair, xv), x13 = mf_sxtab16_ror8(x_pair, xv);
+                const int32_t w02 = __sxtb16((int32_t)wv), w13 = mf_sxtb16_ror8(wv);
+                a0 = __smlabb(x02, w02, a0);
+                a1 = __smlabb(x13, w13, a1);
+                a2 = __smlatt(x02, w02, a2);
+                a3 = __smlatt(x13, w13, a3);
+#else
+                a0 += ((int32_t)x[i] + x_off) * (int32_t)w[i];
+                a1 += ((int32_t)x[i + 1] + x_off) * (int32_t)w[i + 1];
+                a2 += ((int32_t)x[i + 2] + x_off) * (int32_t)w[i + 2];
+                a3 += ((int32_t)x[i + 3] + x_off) * (int32_t)w[i + 3];
+#endif
+            }
+        }
+    } else {
+        for (int32_t r = 0; r < rows; ++r, x += x_row, w += w_row) {
+            const int8_t *xt = x, *wt = w;
+            for (int32_t t = 0; t < cols; ++t, xt += x_col, wt += w_col) {
+#if MF_HAVE_DSP
+                const uint32_t xv = mf_load_word(xt), wv = mf_load_word(wt);
+                const int32_t x02 = __sxtab16(x_pair, xv), x13 = mf_sxtab16_ror8(x_pair, xv);
+                const int32_t w02 = __sxtb16((int32_t)wv), w13 = mf_sxtb16_ror8(wv);
+                a0 = __smlabb(x02, w02, a0);
+                a1 = __smlabb(x13, w13, a1);
+                a2 = __smlatt(x02, w02, a2);
+                a3 = __smlatt(x13, w13, a3);
+#else
+                a0 += ((int32_t)xt[0] + x_off) * (int32_t)wt[0];
+                a1 += ((int32_t)xt[1] + x_off) * (int32_t)wt[1];
+                a2 += ((int32_t)xt[2] + x_off) * (int32_t)wt[2];
+                a3 += ((int32_t)xt[3] + x_off) * (int32_t)wt[3];
+#endif
+            }
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
-/* acc[k] += x_val * w[k] for four neighbouring filter values: x_val (an offset input) lies in
- * [-256, 255], so its low halfword is the value SMLABB/SMLABT need. */
-static inline void mf_mac_scalar_s8_x4(int32_t x_val, const int8_t *w, int32_t acc[4])
+/* The same for a depth multiplier above 1: four neighbouring outputs of one input channel, so each
+ * tap is one input value (x[0] + x_off, in [-256, 255]: SMLABB reads it from the low halfword)
+ * times four filter values. */
+static inline void mf_depthwise_taps_broadcast_s8_x4(const int8_t *x, const int8_t *w, int32_t rows, int32_t cols,
+                                                     size_t x_col, size_t x_row, size_t w_col, size_t w_row,
+                                                     int32_t x_off, int32_t acc[4])
 {
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (int32_t r = 0; r < rows; ++r, x += x_row, w += w_row) {
+        const int8_t *xt = x, *wt = w;
+        for (int32_t t = 0; t < cols; ++t, xt += x_col, wt += w_col) {
+            const int32_t xi = (int32_t)*xt + x_off;
 #if MF_HAVE_DSP
-    const uint32_t wv = mf_load_word(w);
-    const int32_t w02 = __sxtb16((int32_t)wv), w13 = mf_sxtb16_ror8(wv);
-    acc[0] = __smlabb(x_val, w02, acc[0]);
-    acc[1] = __smlabb(x_val, w13, acc[1]);
-    acc[2] = __smlabt(x_val, w02, acc[2]);
-    acc[3] = __smlabt(x_val, w13, acc[3]);
+            const uint32_t wv = mf_load_word(wt);
+            const int32_t w02 = __sxtb16((int32_t)wv), w13 = mf_sxtb16_ror8(wv);
+            a0 = __smlabb(xi, w02, a0);
+            a1 = __smlabb(xi, w13, a1);
+            a2 = __smlabt(xi, w02, a2);
+            a3 = __smlabt(xi, w13, a3);
 #else
-    for (int k = 0; k < 4; ++k) {
-        acc[k] += x_val * (int32_t)w[k];
-    }
+            a0 += xi * (int32_t)wt[0];
+            a1 += xi * (int32_t)wt[1];
+            a2 += xi * (int32_t)wt[2];
+            a3 += xi * (int32_t)wt[3];
 #endif
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
 }
 
 /* mf_multiply_by_quantized_multiplier() (mf_quant.h) in about half the instructions, with the same
@@ -199,6 +250,16 @@ static inline int32_t mf_requantize_fast(int32_t x, int32_t multiplier, int32_t 
     const int32_t mask = (int32_t)((1u << right) - 1u);
     const int32_t threshold = (mask >> 1) + (high < 0 ? 1 : 0);
     return (high >> right) + ((high & mask) > threshold ? 1 : 0);
+}
+
+/* An int32 sum to its int8 output: requantize, add the output offset, clamp. The arguments are
+ * plain values so that callers keep them in registers: after a store through an int8_t pointer,
+ * which may alias anything, fields read through a pointer would be loaded again. */
+static inline int8_t mf_requantize_to_s8(int32_t acc, int32_t multiplier, int32_t shift, int32_t output_offset,
+                                         int32_t act_min, int32_t act_max)
+{
+    const int32_t y = mf_requantize_fast(acc, multiplier, shift) + output_offset;
+    return (int8_t)(y < act_min ? act_min : (y > act_max ? act_max : y));
 }
 
 #endif /* MF_DSP_H */

@@ -7,6 +7,7 @@
  * zero point + input offset = 0, so padded taps add nothing, as the portable kernel skips them.
  * A field too large for that buffer is taken row by row (or tap by tap) from the input instead. */
 #include <stddef.h>
+#include <string.h>
 
 #include "conv_s8.h"
 #include "mf_dsp.h"
@@ -15,9 +16,10 @@
 /* Up to 512 int8 values: a 3x3 field of 56 channels, a 10x4 one of 12. */
 #define MF_CONV_COLUMN_BYTES 512
 
-/* acc[k] += sum (x + x_off) * w_k for `rows` (1 to 3) filters that are w_stride apart. */
-static inline void dot_rows(const int8_t *x, const int8_t *w, size_t w_stride, int32_t n, int32_t rows,
-                            int32_t x_off, int32_t acc[3])
+/* acc[k] += sum (x + x_off) * w_k for `rows` (1 to 3) filters that are w_stride apart. Out of line:
+ * inlined into the pixel loops, its pointers and sums no longer fit in registers. */
+static __attribute__((noinline)) void dot_rows(const int8_t *x, const int8_t *w, size_t w_stride, int32_t n,
+                                               int32_t rows, int32_t x_off, int32_t acc[3])
 {
     if (rows == 3) {
         mf_dot_s8_x3(x, w, w + w_stride, w + 2 * w_stride, n, x_off, acc);
@@ -25,23 +27,6 @@ static inline void dot_rows(const int8_t *x, const int8_t *w, size_t w_stride, i
         mf_dot_s8_x2(x, w, w + w_stride, n, x_off, 0, &acc[0], &acc[1]);
     } else {
         acc[0] = mf_dot_s8(x, w, n, x_off, 0, acc[0]);
-    }
-}
-
-static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
-{
-    for (; n >= 4; n -= 4, src += 4, dst += 4) {
-        mf_store_word(dst, mf_load_word(src));
-    }
-    for (; n > 0; --n) {
-        *dst++ = *src++;
-    }
-}
-
-static inline void fill_bytes(int8_t *dst, int8_t value, int32_t n)
-{
-    for (; n > 0; --n) {
-        *dst++ = value;
     }
 }
 
@@ -71,19 +56,19 @@ static void gather_field(const mf_conv_params *p, const int8_t *image, int32_t i
     const int merge = fic == w->in_c && w->dilation_w == 1;
     for (int32_t fy = 0; fy < w->filter_h; ++fy, col += row_len) {
         if (fy < fy0 || fy >= fy1) {
-            fill_bytes(col, pad, row_len);
+            memset(col, pad, (size_t)row_len);
             continue;
         }
         const int8_t *in_row = image + ((size_t)(in_y0 + w->dilation_h * fy) * w->in_w) * w->in_c + in_c0;
-        fill_bytes(col, pad, fx0 * fic);
+        memset(col, pad, (size_t)(fx0 * fic));
         if (merge) {
-            copy_bytes(col + fx0 * fic, in_row + (size_t)(in_x0 + fx0) * w->in_c, (fx1 - fx0) * fic);
+            memcpy(col + fx0 * fic, in_row + (size_t)(in_x0 + fx0) * w->in_c, (size_t)((fx1 - fx0) * fic));
         } else {
             for (int32_t fx = fx0; fx < fx1; ++fx) {
-                copy_bytes(col + fx * fic, in_row + (size_t)(in_x0 + w->dilation_w * fx) * w->in_c, fic);
+                memcpy(col + fx * fic, in_row + (size_t)(in_x0 + w->dilation_w * fx) * w->in_c, (size_t)fic);
             }
         }
-        fill_bytes(col + fx1 * fic, pad, (w->filter_w - fx1) * fic);
+        memset(col + fx1 * fic, pad, (size_t)((w->filter_w - fx1) * fic));
     }
 }
 

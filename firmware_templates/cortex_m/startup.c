@@ -2,6 +2,7 @@
  * Symbols named __mcuforge_* come from the generated linker script (linker.ld). */
 #include <stdint.h>
 
+#include "cortex_m.h"
 #include "mcuforge_board.h"
 #include "port.h"
 
@@ -15,11 +16,20 @@ extern uint32_t __mcuforge_bss_end[];
 extern uint32_t __mcuforge_arena_start[];
 extern uint32_t __mcuforge_arena_end[];
 
-int main(void);
+typedef void (*vector_entry)(void);
+extern vector_entry __mcuforge_init_array_start[];
+extern vector_entry __mcuforge_init_array_end[];
+
 void Reset_Handler(void) __attribute__((noreturn));
 void Fault_Handler(void);
 void Default_Handler(void);
+/* An RTOS port defines these (FreeRTOSConfig.h maps FreeRTOS's handlers onto them). */
+void SVC_Handler(void) __attribute__((weak, alias("Default_Handler")));
+void PendSV_Handler(void) __attribute__((weak, alias("Default_Handler")));
 void SysTick_Handler(void) __attribute__((weak, alias("Default_Handler")));
+#if defined(MCUFORGE_ETHOSU_IRQ)
+void mcuforge_npu_irq_handler(void) __attribute__((weak, alias("Default_Handler")));
+#endif
 void mcuforge_fault_report(uint32_t exc_return, uint32_t pc, uint32_t lr) __attribute__((noreturn, used));
 
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
@@ -29,10 +39,17 @@ void mcuforge_fault_report(uint32_t exc_return, uint32_t pc, uint32_t lr) __attr
 
 enum { EXIT_FAULT = 4 };
 
-typedef void (*vector_entry)(void);
+int main(void);
 
-/* System exceptions only: the application enables no peripheral interrupt. */
-__attribute__((section(".vectors"), used)) const vector_entry mcuforge_vectors[16] = {
+/* System exceptions, and the NPU's interrupt when the build names it (MCUFORGE_ETHOSU_IRQ):
+ * the application enables no other peripheral interrupt. */
+#if defined(MCUFORGE_ETHOSU_IRQ)
+#define VECTOR_COUNT (16 + MCUFORGE_ETHOSU_IRQ + 1)
+#else
+#define VECTOR_COUNT 16
+#endif
+
+__attribute__((section(".vectors"), used)) const vector_entry mcuforge_vectors[VECTOR_COUNT] = {
     (vector_entry)(uintptr_t)__mcuforge_stack_top,
     Reset_Handler,
     Default_Handler,   /* NMI */
@@ -44,11 +61,15 @@ __attribute__((section(".vectors"), used)) const vector_entry mcuforge_vectors[1
     0,
     0,
     0,
-    Default_Handler,   /* SVCall */
+    SVC_Handler,
     Default_Handler,   /* DebugMonitor */
     0,
-    Default_Handler,   /* PendSV */
+    PendSV_Handler,
     SysTick_Handler,
+#if defined(MCUFORGE_ETHOSU_IRQ)
+    [16 ... VECTOR_COUNT - 1] = Default_Handler,
+    [16 + MCUFORGE_ETHOSU_IRQ] = mcuforge_npu_irq_handler,
+#endif
 };
 
 static void copy_words(uint32_t *dst, const uint32_t *src, const uint32_t *dst_end)
@@ -85,6 +106,11 @@ void Reset_Handler(void)
     __asm__ volatile("dsb\n\tisb" : : : "memory");
 #endif
     initialise_memory();
+    stack_paint();
+    /* C++ constructors (the TFLM engine's library may have some). */
+    for (vector_entry *constructor = __mcuforge_init_array_start; constructor < __mcuforge_init_array_end; constructor++) {
+        (*constructor)();
+    }
     port_exit(main());
 }
 
