@@ -1,0 +1,1 @@
+"""Differential over-the-air updates, host side: packages, deltas, the link and the sender."""
