@@ -173,12 +173,12 @@ def _air() -> _Scheduler:
 def lora_airtime_s(payload_bytes: int, spreading_factor: int = 7, bandwidth_hz: int = 125_000,
                    coding_rate: int = 5, preamble_symbols: int = 8, explicit_header: bool = True,
                    crc: bool = True) -> float:
-    """Time on air of one LoRa packet (Semtech AN1200.13); coding_rate is the n of 4/n."""
-    symbol_s = (2 ** spreading_factor) / bandwidth_hz
-    low_data_rate = 1 if symbol_s > 0.016 else 0
-    numerator = (8 * payload_bytes - 4 * spreading_factor + 28 + 16 * int(crc) - 20 * (0 if explicit_header else 1))
-    payload_symbols = 8 + max(-(-numerator // (4 * (spreading_factor - 2 * low_data_rate))) * coding_rate, 0)
-    return (preamble_symbols + 4.25) * symbol_s + payload_symbols * symbol_s
+    """Time on air of one LoRa packet; coding_rate is the n of 4/n. The formula lives with the
+    OTA link's LoRa pacing, so the radio simulation and the updater agree."""
+    from .ota.lora import time_on_air
+
+    return time_on_air(payload_bytes, sf=spreading_factor, bw_hz=bandwidth_hz, cr=coding_rate - 4,
+                       preamble=preamble_symbols, explicit_header=explicit_header, crc=crc)
 
 
 class LoraChannel:
