@@ -69,8 +69,9 @@ def main() -> None:
         evaluation = json.loads(convert_out).get("evaluation") or {}
     except json.JSONDecodeError:
         evaluation = {}
-    agreement = ", ".join(f"{key} {value:.4g}" for key, value in evaluation.items()
-                          if isinstance(value, (int, float)) and not isinstance(value, bool))
+    shown = {"top1_agreement": "top-1 agreement", "float_accuracy": "accuracy float",
+             "int8_accuracy": "int8", "relative_mse": "relative MSE"}
+    agreement = ", ".join(f"{label} {evaluation[key]:.4g}" for key, label in shown.items() if key in evaluation)
 
     print("\n== report")
     rows = [
