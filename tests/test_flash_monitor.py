@@ -138,8 +138,9 @@ def test_run_shows_decoded_telemetry_and_ends_with_the_firmware(short_app, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "firmware up: mps3-an547 baremetal/aot, model 'model', 32 MHz" in out
-    assert all(f"inference {i}: " in out for i in range(3))
-    assert "firmware stopped after 3 inferences" in out
+    assert all(f"inference {i}: " in out for i in range(2))
+    # The very last line can be lost when QEMU exits right after writing it (the pty closes with
+    # bytes still unread), so the end is judged by the firmware's exit status, which run returns.
     assert '"inference":2' in log.read_text()  # the log keeps the raw lines
     assert not emulated_boards()
 
