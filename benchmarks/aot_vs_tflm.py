@@ -10,6 +10,7 @@ on whatever machine ran this; they are reported, never judged. See benchmarks/RE
 """
 from __future__ import annotations
 
+
 import argparse
 import json
 import re
@@ -28,6 +29,7 @@ RESULTS_FILE = BENCHMARKS_DIR / "results" / "aot_vs_tflm.json"
 
 sys.path.insert(0, str(BENCHMARKS_DIR))
 import architectures  # noqa: E402  (a sibling module, not an installed package)
+from bench_output import finish  # noqa: E402
 
 FLASH_BOARD = "mps3-an547"
 # (key, board, kernel family) of each emulated run
@@ -269,17 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     print(instruction_table(results))
     print()
     print(f"* cited: {CITED_SOURCE}; for vww and ic, the published MLPerf Tiny models of the same layer stacks.")
-    try:
-        shown = args.output.resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        shown = args.output
-    print(f"wrote {shown} in {document['total_seconds']:.0f} s")
-    if failures:
-        print(f"\nFAILED: {len(failures)} run(s) did not complete or were not bit-exact with TFLM:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return finish(args.output, document['total_seconds'], failures)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ default 2), --output FILE.
 """
 from __future__ import annotations
 
+
 import argparse
 import json
 import subprocess
@@ -24,6 +25,8 @@ from pathlib import Path
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCHMARKS_DIR.parent
+sys.path.insert(0, str(BENCHMARKS_DIR))
+from bench_output import finish  # noqa: E402  (a sibling module, not an installed package)
 SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
 RESULTS_FILE = BENCHMARKS_DIR / "results" / "kernel_instructions.json"
 
@@ -158,17 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     for note in skipped:
         print(f"skipped: {note}")
-    try:
-        shown = args.output.resolve().relative_to(REPO_ROOT)
-    except ValueError:
-        shown = args.output
-    print(f"wrote {shown} in {document['total_seconds']:.0f} s")
-    if failures:
-        print(f"\nFAILED: {len(failures)} run(s) did not complete or were not bit-exact with TFLM:", file=sys.stderr)
-        for failure in failures:
-            print(f"  {failure}", file=sys.stderr)
-        return 1
-    return 0
+    return finish(args.output, document['total_seconds'], failures)
 
 
 if __name__ == "__main__":

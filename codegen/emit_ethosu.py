@@ -25,9 +25,8 @@ from pathlib import Path
 
 from .c_source import c_identifier
 from .emit_tflm import (model_data_header, model_data_source, op_resolver_header, replace_files_atomically,
-                        resolver_methods)
+                        resolver_methods, tflm_integration)
 from .errors import McuforgeError
-from .quantize import tensor_summary
 from .tflite_model import Graph, load_tflite, parse_tflite
 from .vela_summary import parse_cpu_fallbacks, parse_operator_counts, parse_per_layer_csv, parse_summary_csv
 
@@ -370,14 +369,7 @@ def emit_ethosu(model_path: str | Path, out_dir: str | Path, name: str = "model"
         "layers": layers,
         "vela": vela,
         "notes": notes,
-        "op_resolver": {"type": f"tflite::MicroMutableOpResolver<{len(methods)}>", "op_count": len(methods),
-                        "methods": [method for _, method in methods]},
-        "input": [tensor_summary(compiled, i) for i in compiled.inputs],
-        "output": [tensor_summary(compiled, i) for i in compiled.outputs],
-        "symbols": {"data": f"{ident}_data", "data_len": f"{ident}_data_len",
-                    "register_ops": f"{ident}_register_ops", "op_resolver_type": f"{ident}_op_resolver_t",
-                    "arena_define": f"{ident.upper()}_TFLM_ARENA_BYTES"},
-        "files": sorted([*files, "report.json"]),
+        **tflm_integration(compiled, ident, methods, files),
     }
     files["report.json"] = json.dumps(report, indent=2) + "\n"
     replace_files_atomically(out_dir, files)

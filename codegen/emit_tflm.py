@@ -232,6 +232,18 @@ def emit_tflm(model_path: str | Path, out_dir: str | Path, name: str = "model", 
         "arena_bytes": arena_bytes,
         "arena_source": arena_source,
         "ops": op_counts,
+        **tflm_integration(graph, ident, methods, files),
+    }
+    files["report.json"] = json.dumps(report, indent=2) + "\n"
+    replace_files_atomically(out_dir, files)
+    return report
+
+
+def tflm_integration(graph, ident: str, methods, files) -> dict:
+    """The report fields a firmware needs to run a model through TFLM: the op resolver, the
+    model's inputs and outputs, the C symbols written, and the files. Shared by the tflm and
+    ethos-u engines, which both hand TFLM a flatbuffer array."""
+    return {
         "op_resolver": {"type": f"tflite::MicroMutableOpResolver<{len(methods)}>", "op_count": len(methods),
                         "methods": [method for _, method in methods]},
         "input": [tensor_summary(graph, i) for i in graph.inputs],
@@ -241,6 +253,3 @@ def emit_tflm(model_path: str | Path, out_dir: str | Path, name: str = "model", 
                     "arena_define": f"{ident.upper()}_TFLM_ARENA_BYTES"},
         "files": sorted([*files, "report.json"]),
     }
-    files["report.json"] = json.dumps(report, indent=2) + "\n"
-    replace_files_atomically(out_dir, files)
-    return report
