@@ -56,6 +56,7 @@ def row_window_in_place(win) -> bool:
 
 
 def in_place_scratch_bytes(win) -> int:
-    """The input rows one output row reads: the window conv_in_place.c keeps a copy of."""
-    rows = min((win.filter_h - 1) * win.dilation_h + 1, win.in_h)
-    return rows * win.in_w * win.in_c
+    """The output rows conv_in_place.c holds back: the row being computed and pad_h rows before it,
+    whose input rows the following output rows still read (mf_in_place_scratch_rows in mf_row_window.h)."""
+    rows = min(win.pad_h + 1, win.out_h)
+    return rows * win.out_w * win.out_c

@@ -18,8 +18,16 @@
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
 #include <arm_acle.h>
 #define MF_HAVE_DSP 1
+/* Inline assembly that takes a dozen registers: unoptimized builds keep a frame pointer and cannot
+ * give them, and get the same code in C. */
+#if defined(__OPTIMIZE__)
+#define MF_DSP_ASM 1
+#else
+#define MF_DSP_ASM 0
+#endif
 #else
 #define MF_HAVE_DSP 0
+#define MF_DSP_ASM 0
 #endif
 
 /* Four bytes from any address: the DSP cores load unaligned words in one LDR. */
@@ -261,5 +269,230 @@ static inline int8_t mf_requantize_to_s8(int32_t acc, int32_t multiplier, int32_
     const int32_t y = mf_requantize_fast(acc, multiplier, shift) + output_offset;
     return (int8_t)(y < act_min ? act_min : (y > act_max ? act_max : y));
 }
+
+/* ---- requantization in five instructions where the sums are known to be small ----------------
+ *
+ * For a sum |acc| < 2^30, a multiplier m >= 0 and a right shift r in [1, 22] (shift = -r, the usual
+ * case), the reference's two roundings come down to
+ *     out = (SMMLAR(2 * acc, m, k + (acc < 0 ? -1 : 0))) >> r,  k = 2^(r-1) + (output_offset << r):
+ * - SMMLAR(a, m, c) = c + floor((a*m + 2^31) / 2^32), and with a = 2 * acc (no overflow) that is
+ *   c + floor((acc*m + 2^30) / 2^31): the doubling high multiply, which cannot saturate here;
+ * - rounding half away from zero by 2^r is floor((h + 2^(r-1) - (h < 0)) / 2^r); h < 0 implies
+ *   acc < 0, and when acc < 0 but h = 0 the -1 changes nothing (2^(r-1) - 1 < 2^r), so the sign of
+ *   acc stands in for the sign of h;
+ * - adding output_offset * 2^r before the shift adds output_offset after it; with r <= 22 every
+ *   intermediate stays inside int32.
+ * mf_dsp_requant_setup() checks those conditions for one channel, given a bound on |acc|. */
+typedef struct {
+    int32_t multiplier, k, right;
+} mf_dsp_requant;
+
+/* Whether the five-instruction form applies to a channel whose sums satisfy |acc| <= bound
+ * (bound < 2^30); fills q when it does. */
+static inline int mf_dsp_requant_setup(int32_t multiplier, int32_t shift, int32_t output_offset, int32_t bound,
+                                       mf_dsp_requant *q)
+{
+    if (shift >= 0 || shift < -22 || multiplier < 0 || bound >= (1 << 30) || bound < 0) {
+        return 0;
+    }
+    q->multiplier = multiplier;
+    q->right = -shift;
+    q->k = (int32_t)((1u << (q->right - 1)) + ((uint32_t)output_offset << q->right));
+    return 1;
+}
+
+static inline int32_t mf_dsp_requant_apply(int32_t acc, const mf_dsp_requant *q)
+{
+    const int32_t c = q->k + (acc >> 31);
+#if MF_HAVE_DSP
+    int32_t h;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(h) : "r"(acc * 2), "r"(q->multiplier), "r"(c));
+#else
+    const int32_t h = (int32_t)(((int64_t)c * 4294967296LL + (int64_t)(acc * 2) * q->multiplier + 2147483648LL) >> 32);
+#endif
+    return h >> q->right;
+}
+
+/* ---- four pixels against rows of filters (a convolution as a matrix product) ---------------------
+ *
+ * The fields of four output pixels are widened once, input offset added, into int16 pairs: for
+ * each group of four values, (x0, x2) and (x1, x3), the order in which SXTB16 splits a word of
+ * weights, and the four pixels' pairs side by side (mf_dsp_stage_field). Each word of a filter row
+ * is then loaded and split once for the four pixels, and one LDRD brings the two pairs of a pixel:
+ * eight SMLADs for sixteen products. A value plus the offset lies in [-255, 255], so it fits its
+ * int16 half; padding in a field must hold the zero point, which the offset turns into 0. */
+
+typedef struct {
+    const int8_t *filter;       /* `count` rows of `field` values */
+    const int32_t *bias;        /* one per row, or NULL */
+    const int32_t *multiplier, *shift;
+    int32_t field, count;
+    int32_t out_stride;         /* from one pixel's outputs to the next pixel's */
+    int32_t output_offset, act_min, act_max;
+    int mode;                   /* mf_dsp_rows_mode() */
+} mf_dsp_rows;
+
+#if MF_HAVE_DSP
+
+/* Pixel r's field (n values at src) into the stage, widened with the offset. */
+static inline void mf_dsp_stage_field(uint32_t *stage, int32_t r, const int8_t *src, int32_t n, int32_t offset)
+{
+    const int32_t pair = mf_pair16(offset);
+    uint32_t *dst = stage + 2 * r;
+    for (; n >= 4; n -= 4, src += 4, dst += 8) {
+        const uint32_t v = mf_load_word(src);
+        dst[0] = (uint32_t)__sxtab16(pair, v);
+        dst[1] = (uint32_t)mf_sxtab16_ror8(pair, v);
+    }
+    if (n > 0) {
+        int32_t t[4] = {0, 0, 0, 0};
+        for (int32_t i = 0; i < n; ++i) {
+            t[i] = src[i] + offset;
+        }
+        dst[0] = ((uint32_t)t[0] & 0xFFFFu) | ((uint32_t)t[2] << 16);
+        dst[1] = ((uint32_t)t[1] & 0xFFFFu) | ((uint32_t)t[3] << 16);
+    }
+}
+
+/* Sums of one filter row (field values at w, init added) against the four staged fields. */
+static inline __attribute__((always_inline)) void mf_dsp_dot_4px(const uint32_t *s, const int8_t *w, int32_t field,
+                                                                int32_t init, int32_t acc[4])
+{
+    int32_t a0 = init, a1 = init, a2 = init, a3 = init;
+    const int8_t *const end = w + (field & ~3);
+    if (w != end) {
+        /* Seventeen instructions for sixteen products; GCC's own schedule takes 22 (no LDRD). */
+        uint32_t v, x0, x1;
+        int32_t w13;
+        __asm__ volatile(
+            "1:                                        \n"
+            "   ldr     %[v], [%[w]], #4               \n"
+            "   sxtb16  %[w13], %[v], ror #8           \n"
+            "   sxtb16  %[v], %[v]                     \n"
+            "   ldrd    %[x0], %[x1], [%[s]], #8       \n"
+            "   smlad   %[a0], %[x0], %[v], %[a0]      \n"
+            "   smlad   %[a0], %[x1], %[w13], %[a0]    \n"
+            "   ldrd    %[x0], %[x1], [%[s]], #8       \n"
+            "   smlad   %[a1], %[x0], %[v], %[a1]      \n"
+            "   smlad   %[a1], %[x1], %[w13], %[a1]    \n"
+            "   ldrd    %[x0], %[x1], [%[s]], #8       \n"
+            "   smlad   %[a2], %[x0], %[v], %[a2]      \n"
+            "   smlad   %[a2], %[x1], %[w13], %[a2]    \n"
+            "   ldrd    %[x0], %[x1], [%[s]], #8       \n"
+            "   smlad   %[a3], %[x0], %[v], %[a3]      \n"
+            "   smlad   %[a3], %[x1], %[w13], %[a3]    \n"
+            "   cmp     %[w], %[end]                   \n"
+            "   bne     1b                             \n"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [w] "+r"(w), [s] "+r"(s),
+              [v] "=&r"(v), [w13] "=&r"(w13), [x0] "=&r"(x0), [x1] "=&r"(x1)
+            : [end] "r"(end)
+            : "cc", "memory");
+    }
+    if (field & 3) {
+        /* The last word, byte by byte: a word load could read past the end of the weights. */
+        uint32_t v = 0;
+        for (int32_t i = 0; i < (field & 3); ++i) {
+            v |= (uint32_t)(uint8_t)w[i] << (8 * i);
+        }
+        const int32_t w02 = __sxtb16((int32_t)v), w13 = mf_sxtb16_ror8(v);
+        a0 = __smlad((int32_t)s[1], w13, __smlad((int32_t)s[0], w02, a0));
+        a1 = __smlad((int32_t)s[3], w13, __smlad((int32_t)s[2], w02, a1));
+        a2 = __smlad((int32_t)s[5], w13, __smlad((int32_t)s[4], w02, a2));
+        a3 = __smlad((int32_t)s[7], w13, __smlad((int32_t)s[6], w02, a3));
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* How the rows requantize: MF_DSP_EXACT unless every row takes the five-instruction form (its
+ * sums are at most field * 255 * 128 plus its bias); then by the clamp left after SSAT #8. */
+enum { MF_DSP_FAST_NO_CLAMP, MF_DSP_FAST_CLAMP_LOW, MF_DSP_FAST_CLAMP_BOTH, MF_DSP_EXACT };
+
+static inline int mf_dsp_rows_mode(const mf_dsp_rows *g)
+{
+    const int32_t products = g->field * 255 * 128;
+    if (g->field <= 0 || g->field > 32767 || products >= (1 << 30)) {
+        return MF_DSP_EXACT;
+    }
+    const int32_t limit = (1 << 30) - 1 - products;
+    for (int32_t k = 0; k < g->count; ++k) {
+        const int32_t bias = g->bias != NULL ? g->bias[k] : 0;
+        if (bias < -limit || bias > limit || g->shift[k] >= 0 || g->shift[k] < -22 || g->multiplier[k] < 0) {
+            return MF_DSP_EXACT;
+        }
+    }
+    if (g->act_min == -128 && g->act_max == 127) {
+        return MF_DSP_FAST_NO_CLAMP;
+    }
+    return g->act_max == 127 ? MF_DSP_FAST_CLAMP_LOW : MF_DSP_FAST_CLAMP_BOTH;
+}
+
+/* The five-instruction requantization of mf_dsp_requant_apply(), then SSAT #8 and what is left of
+ * the clamp. odd_offset = 2 * output_offset + 1, so that k = odd_offset * 2^right / 2. */
+static inline __attribute__((always_inline)) int8_t mf_dsp_finish_fast(int32_t acc, int32_t mult, int32_t right,
+                                                                     int32_t odd_offset, int32_t act_min,
+                                                                     int32_t act_max, const int mode)
+{
+    const mf_dsp_requant q = {mult, (int32_t)((uint32_t)odd_offset << right) >> 1, right};
+    int32_t y = __ssat(mf_dsp_requant_apply(acc, &q), 8);
+    if (mode != MF_DSP_FAST_NO_CLAMP) {
+        y = y < act_min ? act_min : y;
+    }
+    if (mode == MF_DSP_FAST_CLAMP_BOTH) {
+        y = y > act_max ? act_max : y;
+    }
+    return (int8_t)y;
+}
+
+/* `mode` and `full` (four pixels) are constants where this is inlined: each case its own loop. */
+static inline __attribute__((always_inline)) void mf_dsp_rows_body(const mf_dsp_rows *g, const uint32_t *stage,
+                                                                    int32_t pixels, int8_t *out, const int mode,
+                                                                    const int full)
+{
+    const int32_t field = g->field, stride = g->out_stride, out_off = g->output_offset;
+    const int32_t act_min = g->act_min, act_max = g->act_max, odd_offset = 2 * out_off + 1;
+    const int32_t *const bias = g->bias, *const mult = g->multiplier, *const shift = g->shift;
+    const int8_t *w = g->filter;
+    for (int32_t k = 0; k < g->count; ++k, w += field, ++out) {
+        int32_t acc[4];
+        mf_dsp_dot_4px(stage, w, field, bias != NULL ? bias[k] : 0, acc);
+        if (mode != MF_DSP_EXACT) {
+            const int32_t m = mult[k], right = -shift[k];
+            out[0] = mf_dsp_finish_fast(acc[0], m, right, odd_offset, act_min, act_max, mode);
+            if (full) {
+                out[stride] = mf_dsp_finish_fast(acc[1], m, right, odd_offset, act_min, act_max, mode);
+                out[2 * stride] = mf_dsp_finish_fast(acc[2], m, right, odd_offset, act_min, act_max, mode);
+                out[3 * stride] = mf_dsp_finish_fast(acc[3], m, right, odd_offset, act_min, act_max, mode);
+            } else {
+                for (int32_t r = 1; r < pixels; ++r) {
+                    out[r * stride] = mf_dsp_finish_fast(acc[r], m, right, odd_offset, act_min, act_max, mode);
+                }
+            }
+        } else {
+            for (int32_t r = 0; r < pixels; ++r) {
+                out[r * stride] = mf_requantize_to_s8(acc[r], mult[k], shift[k], out_off, act_min, act_max);
+            }
+        }
+    }
+}
+
+/* Every row against the `pixels` (1 to 4) staged fields: output k of pixel r at out + r * out_stride + k. */
+static __attribute__((noinline, unused)) void mf_dsp_rows_4px(const mf_dsp_rows *g, const uint32_t *stage,
+                                                             int32_t pixels, int8_t *out)
+{
+    if (pixels == 4) {
+        switch (g->mode) {
+        case MF_DSP_FAST_NO_CLAMP: mf_dsp_rows_body(g, stage, 4, out, MF_DSP_FAST_NO_CLAMP, 1); return;
+        case MF_DSP_FAST_CLAMP_LOW: mf_dsp_rows_body(g, stage, 4, out, MF_DSP_FAST_CLAMP_LOW, 1); return;
+        case MF_DSP_FAST_CLAMP_BOTH: mf_dsp_rows_body(g, stage, 4, out, MF_DSP_FAST_CLAMP_BOTH, 1); return;
+        default: break;
+        }
+    }
+    mf_dsp_rows_body(g, stage, pixels, out, g->mode == MF_DSP_EXACT ? MF_DSP_EXACT : MF_DSP_FAST_CLAMP_BOTH, 0);
+}
+
+#endif /* MF_HAVE_DSP */
 
 #endif /* MF_DSP_H */

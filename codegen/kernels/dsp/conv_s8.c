@@ -1,14 +1,22 @@
 /* CONV_2D, int8: Arm DSP version (Cortex-M4/M7/M33), bit-exact with portable/.
  *
- * Each output pixel is a dot product of its receptive field with every filter of its group, three
- * filters at a time on SMLAD (mf_dsp.h). The receptive field is read in place when it is one
- * contiguous run of the input (1x1 convolutions, and rows as wide as the input); otherwise it is
- * gathered into a small buffer on the stack (im2col), where padding holds the input zero point:
- * zero point + input offset = 0, so padded taps add nothing, as the portable kernel skips them.
- * A field too large for that buffer is taken row by row (or tap by tap) from the input instead. */
+ * - The main path (one group, fields of up to 256 values) is a matrix product, four output pixels
+ *   against one filter at a time (mf_dsp_rows_4px in mf_dsp.h): the four fields are widened once
+ *   into int16 pairs with the input offset added, and each word of a filter is split once for the
+ *   four, eight SMLADs for sixteen products. A field is copied from the input when it is one
+ *   contiguous run of it (1x1 convolutions, rows as wide as the input) and gathered otherwise, with
+ *   padding holding the input zero point: zero point + input offset = 0, so padded taps add
+ *   nothing, as the portable kernel skips them. When every filter's sums are small enough they
+ *   requantize in five instructions (mf_dsp.h).
+ * - 1x1 convolutions may run in place (mf_conv_s8_runs_in_place): each block of pixels is staged
+ *   before its outputs are written over it.
+ * - Grouped convolutions and larger fields: each pixel's field against three filters at a time,
+ *   read in place, gathered into a buffer on the stack, or taken row by row (or tap by tap).
+ * Stack: about 2.8 KiB on the main path (the stage and a gather buffer). */
 #include <stddef.h>
 #include <string.h>
 
+#include "conv_in_place.h"
 #include "conv_s8.h"
 #include "mf_dsp.h"
 #include "mf_quant.h"
@@ -81,7 +89,93 @@ static inline int8_t requantize(const mf_conv_params *p, int32_t oc, int32_t acc
     return (int8_t)mf_clamp(acc, p->act_min, p->act_max);
 }
 
-void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
+/* ---- the main path: four pixels against one filter at a time ------------------------------------
+ *
+ * The fields of four output pixels are widened once, input offset added, into int16 pairs on the
+ * stack: for each group of four values, (x0, x2) and (x1, x3), the order in which SXTB16 splits a
+ * word of weights, and the four pixels' pairs side by side. Each word of a filter is then loaded and
+ * split once for the four pixels, and one LDRD brings the two pairs of a pixel: eight SMLADs for
+ * sixteen products. A value plus the offset lies in [-255, 255], so it fits its int16 half; padding
+ * holds the zero point, which the offset turns into 0. */
+
+#define MF_CONV_STAGE_WORDS 512   /* four fields of up to 256 values, as int16 */
+
+static inline int32_t round_up4(int32_t n)
+{
+    return (n + 3) & ~3;
+}
+
+static inline int staged(const mf_conv_params *p)
+{
+    const mf_window *w = &p->win;
+    const int32_t field = w->filter_h * w->filter_w * p->filter_in_c;
+    return MF_HAVE_DSP && w->in_c == p->filter_in_c && 2 * round_up4(field) <= MF_CONV_STAGE_WORDS &&
+           field <= MF_CONV_COLUMN_BYTES;
+}
+
+int mf_conv_s8_runs_in_place(const mf_conv_params *p)
+{
+    const mf_window *w = &p->win;
+    return staged(p) && w->filter_h == 1 && w->filter_w == 1 && w->stride_h == 1 && w->stride_w == 1 &&
+           w->pad_h == 0 && w->pad_w == 0 && w->in_h == w->out_h && w->in_w == w->out_w && w->out_c <= w->in_c;
+}
+
+#if MF_HAVE_DSP
+
+static __attribute__((noinline)) void conv_staged(const mf_conv_params *p, const int8_t *input, int8_t *output)
+{
+    const mf_window *w = &p->win;
+    const int32_t field = w->filter_h * w->filter_w * p->filter_in_c;
+    const int contiguous = (w->filter_w == 1 || w->dilation_w == 1) &&
+                           (w->filter_h == 1 || (w->dilation_h == 1 && w->filter_w == w->in_w));
+    const int32_t n_pixels = w->out_h * w->out_w;
+    mf_dsp_rows rows;
+    rows.filter = p->filter;
+    rows.bias = p->bias;
+    rows.multiplier = p->multiplier;
+    rows.shift = p->shift;
+    rows.field = field;
+    rows.count = w->out_c;
+    rows.out_stride = w->out_c;
+    rows.output_offset = p->output_offset;
+    rows.act_min = p->act_min;
+    rows.act_max = p->act_max;
+    rows.mode = mf_dsp_rows_mode(&rows);
+    uint32_t stage[MF_CONV_STAGE_WORDS] __attribute__((aligned(8)));
+    int8_t column[MF_CONV_COLUMN_BYTES];
+    for (int32_t b = 0; b < w->batches; ++b) {
+        const int8_t *image = input + (size_t)b * w->in_h * w->in_w * w->in_c;
+        int8_t *out_image = output + (size_t)b * n_pixels * w->out_c;
+        int32_t oy = 0, ox = 0;
+        for (int32_t pix = 0; pix < n_pixels; pix += 4) {
+            const int32_t pixels = n_pixels - pix < 4 ? n_pixels - pix : 4;
+            for (int32_t r = 0; r < pixels; ++r) {
+                const int32_t in_y0 = oy * w->stride_h - w->pad_h, in_x0 = ox * w->stride_w - w->pad_w;
+                int32_t fy0, fy1, fx0, fx1;
+                valid_taps(in_y0, w->dilation_h, w->filter_h, w->in_h, &fy0, &fy1);
+                valid_taps(in_x0, w->dilation_w, w->filter_w, w->in_w, &fx0, &fx1);
+                const int whole = fy0 == 0 && fy1 == w->filter_h && fx0 == 0 && fx1 == w->filter_w;
+                if (contiguous && whole) {
+                    mf_dsp_stage_field(stage, r, image + ((size_t)in_y0 * w->in_w + in_x0) * w->in_c, field, p->input_offset);
+                } else {
+                    gather_field(p, image, in_y0, in_x0, 0, fy0, fy1, fx0, fx1, column);
+                    mf_dsp_stage_field(stage, r, column, field, p->input_offset);
+                }
+                if (++ox == w->out_w) {
+                    ox = 0;
+                    ++oy;
+                }
+            }
+            mf_dsp_rows_4px(&rows, stage, pixels, out_image + (size_t)pix * w->out_c);
+        }
+    }
+}
+
+#endif /* MF_HAVE_DSP */
+
+/* Grouped convolutions and fields too large for the stage. Out of line, so that its buffer is
+ * not on the stack of the staged path. */
+static __attribute__((noinline)) void conv_general(const mf_conv_params *p, const int8_t *input, int8_t *output)
 {
     const mf_window *w = &p->win;
     const int32_t fic = p->filter_in_c;
@@ -146,3 +240,15 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
         }
     }
 }
+
+void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
+{
+#if MF_HAVE_DSP
+    if (staged(p)) {
+        conv_staged(p, input, output);
+        return;
+    }
+#endif
+    conv_general(p, input, output);
+}
+

@@ -1,20 +1,24 @@
 /* CONV_2D, int8: Helium (MVE) version for Cortex-M55, bit-exact with portable/.
  *
  * Each output is a dot product of a receptive field with a filter: 16 products a beat with
- * VMLADAVA, and the filter's sum on the side, so that the input offset is added once per output
+ * VMLADAVA. The input offset goes in once per output through the filter's sum
  * (sum w*(x+off) = sum w*x + off*sum w; see mf_mve.h).
- * - Four output pixels go through each filter together: every weight vector is loaded once for the
- *   four fields, and the four outputs of a filter are requantized as one vector and scattered to
- *   their pixels. A field is read in place when it is one contiguous run of the input (1x1
- *   convolutions, and rows as wide as the input); otherwise it is gathered into a buffer on the
- *   stack (im2col), where padding holds the input zero point: zero point + offset = 0, so padded
- *   taps add nothing, as the portable kernel skips them.
- * - A field that does not fit that buffer, and grouped convolutions, go one pixel at a time: two
- *   filters per pass over the field, taken row by row (or tap by tap) from the input when it is not
- *   gathered, and four outputs requantized as one vector.
- * Stack: the 1 KiB im2col buffer and a few hundred bytes more. */
+ * - The main path (one group, fields of up to 640 values) is a matrix product, four output pixels
+ *   against one filter at a time (mf_mve_rows_4px in mf_mve.h): the four fields are staged on the
+ *   stack, interleaved so that one pointer walks them, each weight vector is loaded once for the
+ *   four, and the filter's four outputs are requantized as one vector and scattered to their
+ *   pixels. Fields are copied from the input (whole rows of beats), or gathered with padding that
+ *   holds the input zero point: zero point + offset = 0, so padded taps add nothing, as the
+ *   portable kernel skips them. The effective biases, bias + offset * sum w, are made once per call.
+ * - 1x1 convolutions may run in place (mf_conv_s8_runs_in_place): each block of pixels is staged
+ *   before its outputs are written over it.
+ * - Grouped convolutions and larger fields (conv_general): four pixels per filter where their
+ *   fields fit a 1 KiB buffer, otherwise one pixel at a time, two filters per pass over its field,
+ *   taken row by row (or tap by tap) from the input.
+ * Stack: about 3.7 KiB on the main path (the stage, a gather buffer, the effective biases). */
 #include <stddef.h>
 
+#include "conv_in_place.h"
 #include "conv_s8.h"
 #include "mf_mve.h"
 #include "mf_quant.h"
@@ -62,18 +66,12 @@ static inline int whole(const mf_window *w, const field_window *f)
 /* Copies and fills of a few bytes, 16 a beat: the C library's are byte loops behind a call. */
 static inline void copy_bytes(int8_t *dst, const int8_t *src, int32_t n)
 {
-    for (; n > 0; n -= 16, src += 16, dst += 16) {
-        const mve_pred16_t p = vctp8q((uint32_t)n);
-        vstrbq_p_s8(dst, vldrbq_z_s8(src, p), p);
-    }
+    mf_mve_copy_bytes(dst, src, n);
 }
 
 static inline void fill_bytes(int8_t *dst, int8_t value, int32_t n)
 {
-    const int8x16_t v = vdupq_n_s8(value);
-    for (; n > 0; n -= 16, dst += 16) {
-        vstrbq_p_s8(dst, v, vctp8q((uint32_t)n));
-    }
+    mf_mve_fill_bytes(dst, value, n);
 }
 
 /* The receptive field of one output pixel for one group, [filter_h][filter_w][filter_in_c], padded. */
@@ -234,7 +232,186 @@ static __attribute__((noinline)) void one_pixel(const mf_conv_params *p, const i
     }
 }
 
-void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
+/* ---- the main path: four pixels against one filter at a time ------------------------------------
+ *
+ * The fields of four output pixels are staged on the stack, interleaved 16 bytes at a time, so that
+ * one pointer walks all four and each weight vector is loaded once for them (mf_mve_dot_s8_4rows).
+ * The input offset goes into an effective bias, prepared once per call for each filter:
+ * bias + input_offset * sum w. Padding holds the input zero point, whose product with the offset
+ * added is zero, so that identity holds at the borders too. The four sums of a filter share its
+ * multiplier and shift: they are requantized as one vector and scattered to their pixels. */
+
+#define MF_CONV_STAGE_BYTES 2560   /* four fields of up to 640 values (3x3x64 is 576) */
+#define MF_CONV_BIAS_CHANNELS 128  /* filters whose effective bias is prepared at once */
+#define MF_CONV_SMALL_FIELD 256    /* fields gathered whole before they are staged */
+
+static inline int32_t round_up16(int32_t n)
+{
+    return (n + 15) & ~15;
+}
+
+/* Whether the staged path takes this convolution (one group, four fields fit the stage). */
+static inline int staged(const mf_conv_params *p)
+{
+    const mf_window *w = &p->win;
+    return w->in_c == p->filter_in_c && 4 * round_up16(w->filter_h * w->filter_w * p->filter_in_c) <= MF_CONV_STAGE_BYTES;
+}
+
+int mf_conv_s8_runs_in_place(const mf_conv_params *p)
+{
+    const mf_window *w = &p->win;
+    return staged(p) && w->filter_h == 1 && w->filter_w == 1 && w->stride_h == 1 && w->stride_w == 1 &&
+           w->pad_h == 0 && w->pad_w == 0 && w->in_h == w->out_h && w->in_w == w->out_w && w->out_c <= w->in_c &&
+           w->out_c <= MF_CONV_BIAS_CHANNELS;
+}
+
+/* The effective bias of filters oc0 .. oc0 + count - 1; returns whether all of them requantize with
+ * a right shift only (shift < 0), the usual case, which needs neither the left shift nor a test. */
+static int effective_bias(const mf_conv_params *p, int32_t field, int32_t oc0, int32_t count, int32_t *bias)
+{
+    const int8_t *f = p->filter + (size_t)oc0 * field;
+    int right_only = 1;
+    for (int32_t k = 0; k < count; ++k, f += field) {
+        bias[k] = (p->bias != NULL ? p->bias[oc0 + k] : 0) + p->input_offset * mf_mve_sum_s8(f, field);
+        right_only &= p->shift[oc0 + k] < 0;
+    }
+    return right_only;
+}
+
+/* n bytes of a field, from field offset `at` on, into staged row r: whole beats where the run is
+ * aligned to them, otherwise the pieces of each beat, predicated. */
+static inline void stage_run(int8_t *stage, int32_t r, int32_t at, const int8_t *src, int32_t n)
+{
+    int8_t *dst = stage + (at >> 4) * 64 + 16 * r + (at & 15);
+    if (((at | n) & 15) == 0) {
+        for (; n > 0; n -= 16, src += 16, dst += 64) {
+            vstrbq_s8(dst, vldrbq_s8(src));
+        }
+        return;
+    }
+    while (n > 0) {
+        const int32_t room = 16 - (at & 15), len = room < n ? room : n;
+        const mve_pred16_t lanes = vctp8q((uint32_t)len);
+        vstrbq_p_s8(dst, vldrbq_z_s8(src, lanes), lanes);
+        at += len;
+        src += len;
+        n -= len;
+        dst = stage + (at >> 4) * 64 + 16 * r;
+    }
+}
+
+/* Pixel r's receptive field, [filter_h][filter_w][in_c], straight into the stage, padded with the
+ * input zero point (one group). */
+static void gather_staged(const mf_conv_params *p, const int8_t *image, const field_window *f, int8_t *stage, int32_t r)
+{
+    const mf_window *w = &p->win;
+    const int32_t in_c = w->in_c, row_len = w->filter_w * in_c;
+    if (!whole(w, f)) {
+        const int8x16_t pad = vdupq_n_s8((int8_t)(-p->input_offset));
+        int8_t *dst = stage + 16 * r;
+        for (int32_t n = w->filter_h * row_len; n > 0; n -= 16, dst += 64) {
+            vstrbq_s8(dst, pad);
+        }
+    }
+    const size_t row_step = (size_t)w->dilation_h * w->in_w * in_c;
+    const int8_t *in_row = image + ((size_t)(f->in_y0 + w->dilation_h * f->fy0) * w->in_w + f->in_x0) * in_c;
+    int32_t at = f->fy0 * row_len;
+    if (w->dilation_w == 1 && (f->fy1 - f->fy0 == 1 || (f->fx0 == 0 && f->fx1 == w->filter_w && row_len == w->in_w * in_c &&
+                                                          w->dilation_h == 1))) {
+        /* The valid rows are one run of the input. */
+        stage_run(stage, r, at + f->fx0 * in_c, in_row + (size_t)f->fx0 * in_c,
+                  (f->fy1 - f->fy0 - 1) * row_len + (f->fx1 - f->fx0) * in_c);
+        return;
+    }
+    for (int32_t fy = f->fy0; fy < f->fy1; ++fy, in_row += row_step, at += row_len) {
+        if (w->dilation_w == 1) {
+            stage_run(stage, r, at + f->fx0 * in_c, in_row + (size_t)f->fx0 * in_c, (f->fx1 - f->fx0) * in_c);
+        } else {
+            for (int32_t fx = f->fx0; fx < f->fx1; ++fx) {
+                stage_run(stage, r, at + fx * in_c, in_row + (size_t)fx * w->dilation_w * in_c, in_c);
+            }
+        }
+    }
+}
+
+static __attribute__((noinline)) void conv_staged(const mf_conv_params *p, const int8_t *input, int8_t *output)
+{
+    const mf_window *w = &p->win;
+    const int32_t field = w->filter_h * w->filter_w * p->filter_in_c;
+    /* 1x1, stride 1: the field of pixel i is input pixel i. */
+    const int pointwise = w->filter_h == 1 && w->filter_w == 1 && w->stride_h == 1 && w->stride_w == 1 &&
+                          w->pad_h == 0 && w->pad_w == 0 && w->in_h == w->out_h && w->in_w == w->out_w;
+    const int32_t n_pixels = w->out_h * w->out_w;
+    /* Rows of the field that are whole beats, with no dilation along them. */
+    const int32_t row_len = w->filter_w * w->in_c, y_span = (w->filter_h - 1) * w->dilation_h + 1;
+    const size_t row_step = (size_t)w->dilation_h * w->in_w * w->in_c;
+    const int aligned_rows = (row_len & 15) == 0 && (w->dilation_w == 1 || w->filter_w == 1);
+    int8_t stage[MF_CONV_STAGE_BYTES] __attribute__((aligned(16)));
+    int8_t column[MF_CONV_SMALL_FIELD] __attribute__((aligned(16)));
+    int32_t bias[MF_CONV_BIAS_CHANNELS] __attribute__((aligned(16)));
+
+    for (int32_t oc0 = 0; oc0 < w->out_c; oc0 += MF_CONV_BIAS_CHANNELS) {
+        const int32_t channels = w->out_c - oc0 < MF_CONV_BIAS_CHANNELS ? w->out_c - oc0 : MF_CONV_BIAS_CHANNELS;
+        mf_mve_rows rows;
+        rows.filter = p->filter + (size_t)oc0 * field;
+        rows.bias = bias;
+        rows.multiplier = p->multiplier + oc0;
+        rows.shift = p->shift + oc0;
+        rows.field = field;
+        rows.count = channels;
+        rows.out_stride = w->out_c;
+        rows.output_offset = p->output_offset;
+        rows.act_min = p->act_min;
+        rows.act_max = p->act_max;
+        rows.right_only = effective_bias(p, field, oc0, channels, bias);
+        for (int32_t b = 0; b < w->batches; ++b) {
+            const int8_t *image = input + (size_t)b * w->in_h * w->in_w * w->in_c;
+            int8_t *out_image = output + (size_t)b * n_pixels * w->out_c;
+            int32_t oy = 0, ox = 0;
+            for (int32_t pix = 0; pix < n_pixels; pix += 4) {
+                const int32_t pixels = n_pixels - pix < 4 ? n_pixels - pix : 4;
+                if (pointwise) {
+                    const int8_t *src = image + (size_t)pix * w->in_c;
+                    for (int32_t r = 0; r < pixels; ++r, src += w->in_c) {
+                        mf_mve_stage_row(stage, r, src, field);
+                    }
+                } else {
+                    for (int32_t r = 0; r < pixels; ++r) {
+                        const int32_t in_y0 = oy * w->stride_h - w->pad_h, in_x0 = ox * w->stride_w - w->pad_w;
+                        if (aligned_rows && in_y0 >= 0 && in_y0 + y_span <= w->in_h && in_x0 >= 0 &&
+                            in_x0 + w->filter_w <= w->in_w) {
+                            /* A whole field whose rows are whole beats: straight copies, no padding. */
+                            const int8_t *src = image + ((size_t)in_y0 * w->in_w + in_x0) * w->in_c;
+                            int8_t *dst = stage + 16 * r;
+                            for (int32_t fy = 0; fy < w->filter_h; ++fy, src += row_step) {
+                                for (int32_t i = 0; i < row_len; i += 16, dst += 64) {
+                                    vstrbq_s8(dst, vldrbq_s8(src + i));
+                                }
+                            }
+                        } else if (field <= MF_CONV_SMALL_FIELD) {
+                            /* Gathered whole first: cheaper than the pieces of unaligned runs. */
+                            const field_window f = window_of(w, oy, ox);
+                            gather_field(p, image, &f, 0, column);
+                            mf_mve_stage_row(stage, r, column, field);
+                        } else {
+                            const field_window f = window_of(w, oy, ox);
+                            gather_staged(p, image, &f, stage, r);
+                        }
+                        if (++ox == w->out_w) {
+                            ox = 0;
+                            ++oy;
+                        }
+                    }
+                }
+                mf_mve_rows_4px(&rows, stage, pixels, out_image + (size_t)pix * w->out_c + oc0);
+            }
+        }
+    }
+}
+
+/* Grouped convolutions and fields too large for the stage. Out of line, so that its buffer is
+ * not on the stack of the staged path. */
+static __attribute__((noinline)) void conv_general(const mf_conv_params *p, const int8_t *input, int8_t *output)
 {
     const mf_window *w = &p->win;
     const int32_t groups = w->in_c / p->filter_in_c;
@@ -290,7 +467,22 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
     }
 }
 
+void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
+{
+    if (staged(p)) {
+        conv_staged(p, input, output);
+        return;
+    }
+    conv_general(p, input, output);
+}
+
 #else /* no Helium: the portable loop */
+
+int mf_conv_s8_runs_in_place(const mf_conv_params *p)
+{
+    (void)p;
+    return 0;
+}
 
 void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
 {
