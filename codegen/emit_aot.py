@@ -98,6 +98,7 @@ def io_details(graph: Graph, indices: list[int]) -> list[dict]:
 
 
 KERNEL_VARIANTS = ("portable", "dsp", "mve")
+PORTABLE_FALLBACK_SUFFIX = "_portable.inc"  # not a .c, so build systems do not compile it on its own
 
 
 def kernel_variant_for(extensions) -> str:
@@ -164,6 +165,10 @@ def render_aot_sources(graph: Graph, name: str = "model", source_bytes: bytes | 
     kernel_files = {Path(source).name: _kernel_file(source, kernels) for source in kernel_sources}
     for file_name, path in kernel_files.items():
         files[file_name] = path.read_text()
+        if path.parent.name != "portable":
+            # An optimized kernel falls back to the portable one on a core without its
+            # extension; it includes it rather than keeping a copy.
+            files[f"{Path(file_name).stem}{PORTABLE_FALLBACK_SUFFIX}"] = (KERNELS_DIR / "portable" / file_name).read_text()
     report = {
         "engine": "aot",
         "name": name,

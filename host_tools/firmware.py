@@ -48,7 +48,7 @@ TOOLCHAIN_FILE = "cmake/arm-none-eabi.cmake"
 PROJECT_MANIFEST = "mcuforge_project.json"
 HOST_RUNNER_NAME = "mcuforge_host_runner"
 SOURCE_DIRS = ("app", "port", "model")
-MODEL_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".h", ".hpp")
+MODEL_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".h", ".hpp", ".inc")  # .inc: sources included by others
 COMPILED_SUFFIXES = (".c", ".cc", ".cpp")
 
 DEFAULT_STACK_BYTES = 16 * 1024

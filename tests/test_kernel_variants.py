@@ -13,7 +13,7 @@ import pytest
 
 from mcuforge.codegen.aot_ops.conv_common import in_place_scratch_bytes, row_window_in_place
 from mcuforge.codegen.aot_ops.window import Window, leading_padding, out_size
-from mcuforge.codegen.emit_aot import KERNELS_DIR
+from mcuforge.codegen.emit_aot import KERNELS_DIR, PORTABLE_FALLBACK_SUFFIX
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.console_protocol import parse_results
 from mcuforge.host_tools.verify import run_aot, verify_model
@@ -465,6 +465,9 @@ def write_harness_model(model_dir: Path, family: str, cases: list[Case]) -> int:
             # A .h name, so that the build copies it without compiling it on its own.
             impl = f"{side}_{Path(source).stem}_impl.h"
             (model_dir / impl).write_text(path.read_text())
+            # An optimized kernel includes the portable one as its fallback, as emit_aot ships it.
+            (model_dir / f"{Path(source).stem}{PORTABLE_FALLBACK_SUFFIX}").write_text(
+                (KERNELS_DIR / "portable" / source).read_text())
             renames = "".join(f"#define {n} {side}_{n[3:]}\n" for n in names)
             (model_dir / f"{side}_{wrapper}.c").write_text(f'{renames}#include "{impl}"\n')
     header, source, out_total = harness_sources(cases)

@@ -476,7 +476,7 @@ void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
     conv_general(p, input, output);
 }
 
-#else /* no Helium: the portable loop */
+#else /* no Helium: the portable kernel, shipped beside this file by the code generator */
 
 int mf_conv_s8_runs_in_place(const mf_conv_params *p)
 {
@@ -484,46 +484,6 @@ int mf_conv_s8_runs_in_place(const mf_conv_params *p)
     return 0;
 }
 
-void mf_conv_s8(const mf_conv_params *p, const int8_t *input, int8_t *output)
-{
-    const mf_window *w = &p->win;
-    const int32_t groups = w->in_c / p->filter_in_c;
-    const int32_t filters_per_group = w->out_c / groups;
-    for (int32_t b = 0; b < w->batches; ++b) {
-        for (int32_t oy = 0; oy < w->out_h; ++oy) {
-            const int32_t in_y0 = oy * w->stride_h - w->pad_h;
-            for (int32_t ox = 0; ox < w->out_w; ++ox) {
-                const int32_t in_x0 = ox * w->stride_w - w->pad_w;
-                int8_t *out = output + (((size_t)b * w->out_h + oy) * w->out_w + ox) * w->out_c;
-                for (int32_t oc = 0; oc < w->out_c; ++oc) {
-                    const int32_t in_c0 = (oc / filters_per_group) * p->filter_in_c;
-                    int32_t acc = 0;
-                    for (int32_t fy = 0; fy < w->filter_h; ++fy) {
-                        const int32_t in_y = in_y0 + w->dilation_h * fy;
-                        if (in_y < 0 || in_y >= w->in_h) {
-                            continue;
-                        }
-                        for (int32_t fx = 0; fx < w->filter_w; ++fx) {
-                            const int32_t in_x = in_x0 + w->dilation_w * fx;
-                            if (in_x < 0 || in_x >= w->in_w) {
-                                continue;
-                            }
-                            const int8_t *in = input + (((size_t)b * w->in_h + in_y) * w->in_w + in_x) * w->in_c + in_c0;
-                            const int8_t *f = p->filter + (((size_t)oc * w->filter_h + fy) * w->filter_w + fx) * p->filter_in_c;
-                            for (int32_t ic = 0; ic < p->filter_in_c; ++ic) {
-                                acc += (int32_t)f[ic] * ((int32_t)in[ic] + p->input_offset);
-                            }
-                        }
-                    }
-                    if (p->bias != NULL) {
-                        acc += p->bias[oc];
-                    }
-                    acc = mf_multiply_by_quantized_multiplier(acc, p->multiplier[oc], p->shift[oc]) + p->output_offset;
-                    out[oc] = (int8_t)mf_clamp(acc, p->act_min, p->act_max);
-                }
-            }
-        }
-    }
-}
+#include "conv_s8_portable.inc"
 
 #endif
