@@ -60,3 +60,29 @@ def in_place_scratch_bytes(win) -> int:
     whose input rows the following output rows still read (mf_in_place_scratch_rows in mf_row_window.h)."""
     rows = min(win.pad_h + 1, win.out_h)
     return rows * win.out_w * win.out_c
+
+
+def emit_conv_call(graph, op, ctx, win, function: str, params_type: str, shape_fields: dict) -> str:
+    """The C call of a convolution: its parameter block (window, filter, requantization and the
+    op's own `shape_fields`), run in place through `<function>_in_place` when the planner chose
+    that for this op."""
+    fields = {"win": win.c_initializer(), **shape_fields,
+              "filter": ctx.constant("filter", graph.tensor(op.inputs[1]).data)}
+    fields.update(requant_fields(graph, op, ctx, win.out_c))
+    params = ctx.params(params_type, fields)
+    if ctx.runs_in_place(op.index):
+        return f"{function}_in_place(&{params}, {ctx.tensor(op.outputs[0])}, {ctx.scratch(op.index)});"
+    return f"{function}(&{params}, {ctx.tensor(op.inputs[0])}, {ctx.tensor(op.outputs[0])});"
+
+
+class RowWindowInPlace:
+    """in_place_inputs/scratch_bytes for a convolution module, from its window geometry."""
+
+    def __init__(self, window_of):
+        self.window_of = window_of
+
+    def in_place_inputs(self, graph, op) -> list[int]:
+        return [op.inputs[0]] if row_window_in_place(self.window_of(graph, op)) else []
+
+    def scratch_bytes(self, graph, op) -> int:
+        return in_place_scratch_bytes(self.window_of(graph, op))

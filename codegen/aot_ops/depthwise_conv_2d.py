@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import McuforgeError
-from .conv_common import check_conv_like, in_place_scratch_bytes, requant_fields, row_window_in_place
+from .conv_common import RowWindowInPlace, check_conv_like, emit_conv_call
 from .window import window
 
 OPCODE = "DEPTHWISE_CONV_2D"
@@ -36,23 +36,9 @@ def macs(graph, op) -> int:
 
 def emit(graph, op, ctx) -> str:
     win = _geometry(graph, op)
-    fields = {"win": win.c_initializer(),
-              "depth_multiplier": win.out_c // win.in_c,
-              "filter": ctx.constant("filter", graph.tensor(op.inputs[1]).data)}
-    fields.update(requant_fields(graph, op, ctx, win.out_c))
-    params = ctx.params("mf_depthwise_conv_params", fields)
-    if ctx.runs_in_place(op.index):
-        return f"mf_depthwise_conv_s8_in_place(&{params}, {ctx.tensor(op.outputs[0])}, {ctx.scratch(op.index)});"
-    return f"mf_depthwise_conv_s8(&{params}, {ctx.tensor(op.inputs[0])}, {ctx.tensor(op.outputs[0])});"
+    return emit_conv_call(graph, op, ctx, win, "mf_depthwise_conv_s8", "mf_depthwise_conv_params", {"depth_multiplier": win.out_c // win.in_c})
 
 
-def in_place_inputs(graph, op) -> list[int]:
-    return [op.inputs[0]] if row_window_in_place(_geometry_window(graph, op)) else []
-
-
-def scratch_bytes(graph, op) -> int:
-    return in_place_scratch_bytes(_geometry_window(graph, op))
-
-
-def _geometry_window(graph, op):
-    return _geometry(graph, op)
+_in_place = RowWindowInPlace(lambda graph, op: _geometry(graph, op))
+in_place_inputs = _in_place.in_place_inputs
+scratch_bytes = _in_place.scratch_bytes
