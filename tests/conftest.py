@@ -1,6 +1,8 @@
 import importlib.util
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,29 @@ def load_architectures():
         sys.modules[name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def running_children(names=("qemu-system-arm", "node")) -> list[str]:
+    """Command lines of this process's live children running one of `names`."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields.get("PPid", "0").strip()) != os.getpid() or fields.get("State", "").startswith("Z"):
+                continue
+            command = [c.decode(errors="replace") for c in (status.parent / "cmdline").read_bytes().split(b"\0") if c]
+        except (OSError, ValueError):
+            continue
+        if command and Path(command[0]).name in names:
+            found.append(" ".join(command))
+    return found
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running():
+    """Imported by test modules that start QEMU or Node: each test must stop what it started."""
+    yield
+    deadline = time.monotonic() + 5
+    while running_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running_children() == []

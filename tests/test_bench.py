@@ -2,15 +2,15 @@
 report files; then whole benches on the emulated Cortex-M55 and Cortex-M4 under QEMU and on the
 virtual MicroPython board, through the Python API and the CLI."""
 import json
-import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import nothing_left_running  # noqa: F401  (autouse: no QEMU or Node left behind)
 
 from mcuforge.codegen.errors import McuforgeError
 from mcuforge.codegen.tflite_model import load_tflite
@@ -38,29 +38,6 @@ def model(path: Path) -> Path:
     return path
 
 
-def running_children(names=("qemu-system-arm", "node")) -> list[str]:
-    """Command lines of this process's live children running one of `names`."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            if int(fields.get("PPid", "0").strip()) != os.getpid() or fields.get("State", "").startswith("Z"):
-                continue
-            command = [c.decode(errors="replace") for c in (status.parent / "cmdline").read_bytes().split(b"\0") if c]
-        except (OSError, ValueError):
-            continue
-        if command and Path(command[0]).name in names:
-            found.append(" ".join(command))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_running():
-    yield
-    deadline = time.monotonic() + 5
-    while running_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert running_children() == []
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import nothing_left_running  # noqa: F401  (autouse: no QEMU or Node left behind)
+
 from mcuforge.codegen.errors import McuforgeError
 from mcuforge.host_tools.dut import (
     ConsoleClosed, Dut, ExpectTimeout, QemuService, SerialService, VirtualBoardService, service_for,
@@ -28,29 +30,6 @@ needs_qemu = pytest.mark.skipif(shutil.which("qemu-system-arm") is None or shuti
 needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (Debian: nodejs)")
 
 
-def running_children(names=("qemu-system-arm", "node")) -> list[str]:
-    """Command lines of this process's live children running one of `names`."""
-    found = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
-            if int(fields.get("PPid", "0").strip()) != os.getpid() or fields.get("State", "").startswith("Z"):
-                continue
-            command = [c.decode(errors="replace") for c in (status.parent / "cmdline").read_bytes().split(b"\0") if c]
-        except (OSError, ValueError):
-            continue
-        if command and Path(command[0]).name in names:
-            found.append(" ".join(command))
-    return found
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_running():
-    yield
-    deadline = time.monotonic() + 5
-    while running_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert running_children() == []
 
 
 # ---- a board the test plays: the far end of a pseudo-terminal ----------------------------------
