@@ -60,3 +60,25 @@ def nothing_left_running():
     while running_children() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert running_children() == []
+
+
+def quantize_builders(builders: dict, root: Path, seed: int, calib_seed: int = 0, samples: int = 64) -> dict[str, Path]:
+    """Build each Keras architecture (builder(keras) -> (inputs, outputs)) with random weights,
+    calibrate on random normal data and convert it to full int8 with mcuforge's converter.
+    Returns name -> .tflite path. Bit-exactness tests need no training: any weights will do."""
+    import numpy as np
+    import tensorflow as tf
+
+    from mcuforge.codegen.quantize import convert
+
+    keras = tf.keras
+    keras.utils.set_random_seed(seed)
+    models = {}
+    for name, build in builders.items():
+        inputs, outputs = build(keras)
+        keras.Model(inputs, outputs).save(root / f"{name}.keras")
+        calib = np.random.default_rng(calib_seed).normal(size=(samples, *inputs.shape[1:])).astype(np.float32)
+        np.save(root / f"{name}_calib.npy", calib)
+        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
+        models[name] = root / f"{name}.tflite"
+    return models

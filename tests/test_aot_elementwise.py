@@ -3,11 +3,10 @@ compiled by the AOT engine and compared bit for bit with TFLM's reference interp
 import numpy as np
 import pytest
 
-from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
-from conftest import load_architectures
+from conftest import load_architectures, quantize_builders
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +29,8 @@ def models(tmp_path_factory):
     import tensorflow as tf
 
     keras = tf.keras
-    keras.utils.set_random_seed(5)
     root = tmp_path_factory.mktemp("elementwise")
-    paths = {}
-    for name, build in BUILDERS.items():
-        inputs, outputs = build(keras)
-        model = keras.Model(inputs, outputs)
-        model.save(root / f"{name}.keras")
-        calib = np.random.default_rng(1).normal(size=(64, *inputs.shape[1:])).astype(np.float32)
-        np.save(root / f"{name}_calib.npy", calib)
-        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
-        paths[name] = root / f"{name}.tflite"
+    paths = quantize_builders(BUILDERS, root, seed=5, calib_seed=1)
 
     # A model that keeps float input and output: QUANTIZE in front, DEQUANTIZE behind.
     inputs, outputs = load_architectures().residual_block(keras)

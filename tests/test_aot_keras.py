@@ -1,13 +1,11 @@
 """Tier 2: Keras models built and quantized here, compiled by the AOT engine with the host gcc,
 and compared bit for bit with TFLM's reference interpreter."""
-import numpy as np
 import pytest
 
-from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
-from conftest import load_architectures
+from conftest import load_architectures, quantize_builders
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +26,7 @@ BUILDERS = {"conv_block": architectures.conv_block, "dilated": _dilated,
 
 @pytest.fixture(scope="module")
 def int8_models(tmp_path_factory):
-    import tensorflow as tf
-
-    keras = tf.keras
-    keras.utils.set_random_seed(3)
-    root = tmp_path_factory.mktemp("keras")
-    models = {}
-    for name, build in BUILDERS.items():
-        inputs, outputs = build(keras)
-        model = keras.Model(inputs, outputs)
-        model.save(root / f"{name}.keras")
-        calib = np.random.default_rng(0).normal(size=(64, *inputs.shape[1:])).astype(np.float32)
-        np.save(root / f"{name}_calib.npy", calib)
-        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
-        models[name] = root / f"{name}.tflite"
-    return models
+    return quantize_builders(BUILDERS, tmp_path_factory.mktemp("keras"), seed=3)
 
 
 @pytest.mark.parametrize("name", list(BUILDERS))

@@ -6,10 +6,11 @@ import copy
 import numpy as np
 import pytest
 
+from conftest import quantize_builders
+
 from mcuforge.codegen.aot_ops import operator_module
 from mcuforge.codegen.errors import McuforgeError
 from mcuforge.codegen.quantization import mean_multiplier
-from mcuforge.codegen.quantize import convert
 from mcuforge.codegen.tflite_model import load_tflite
 from mcuforge.host_tools.verify import verify_model
 
@@ -75,19 +76,8 @@ def _same_quantization_variant(source, target):
 
 @pytest.fixture(scope="module")
 def int8_models(tmp_path_factory):
-    import tensorflow as tf
-
-    keras = tf.keras
-    keras.utils.set_random_seed(5)
     root = tmp_path_factory.mktemp("tensor_ops")
-    models = {}
-    for name, build in BUILDERS.items():
-        inputs, outputs = build(keras)
-        keras.Model(inputs, outputs).save(root / f"{name}.keras")
-        calib = np.random.default_rng(0).normal(size=(64, *inputs.shape[1:])).astype(np.float32)
-        np.save(root / f"{name}_calib.npy", calib)
-        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
-        models[name] = root / f"{name}.tflite"
+    models = quantize_builders(BUILDERS, root, seed=5)
     models["mean_same_quant"] = _same_quantization_variant(models["mean_only"], root / "mean_same_quant.tflite")
     return models
 

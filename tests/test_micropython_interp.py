@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, shared_model
+from conftest import REPO_ROOT, quantize_builders, shared_model
 from model_surgery import with_operator_replaced
 from mcuforge.codegen.emit_micropython import (DIGEST_BYTES, FORMAT_VERSION, HEADER_BYTES, IO_ENTRY_BYTES, MAGIC,
                                                emit_micropython, render_model_file)
@@ -123,22 +123,7 @@ KERAS_BUILDERS = {"sensor_1d": _sensor_1d, "residual_1d": _residual_1d, "gated":
 
 @pytest.fixture(scope="module")
 def keras_models(tmp_path_factory):
-    import tensorflow as tf
-
-    from mcuforge.codegen.quantize import convert
-
-    keras = tf.keras
-    keras.utils.set_random_seed(7)
-    root = tmp_path_factory.mktemp("mp_keras")
-    models = {}
-    for name, build in KERAS_BUILDERS.items():
-        inputs, outputs = build(keras)
-        keras.Model(inputs, outputs).save(root / f"{name}.keras")
-        calib = np.random.default_rng(1).normal(size=(64, *inputs.shape[1:])).astype(np.float32)
-        np.save(root / f"{name}_calib.npy", calib)
-        convert(root / f"{name}.keras", root / f"{name}.tflite", calib=root / f"{name}_calib.npy")
-        models[name] = root / f"{name}.tflite"
-    return models
+    return quantize_builders(KERAS_BUILDERS, tmp_path_factory.mktemp("mp_keras"), seed=7, calib_seed=1)
 
 
 @pytest.mark.slow
