@@ -9,23 +9,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import McuforgeError
-from .checks import require_int8
+from .checks import op_location as _where, per_tensor_quantization as _quantization, require_int8
 
 OPCODE = "CONCATENATION"
 KERNEL_SOURCES = ["portable/concatenation_s8.c"]
 KERNEL_HEADERS = ["concatenation_s8.h"]
 IS_VIEW = False
-
-
-def _where(graph, op, tensor: int | None = None):
-    where = f"{graph.path}: operator {op.index} (CONCATENATION)"
-    return where if tensor is None else f"{where}, tensor {tensor}"
-
-
-def _quantization(tensor):
-    if tensor.scale is None:
-        return None
-    return float(tensor.scale[0]), int(tensor.zero_point[0])
 
 
 def _axis(graph, op) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import McuforgeError
 from ..quantization import mean_multiplier, mean_zero_point_sum
-from .checks import require_int8
+from .checks import op_location as _where, require_int8
 
 OPCODE = "MEAN"
 KERNEL_SOURCES = ["portable/mean_s8.c"]
@@ -21,11 +21,6 @@ KERNEL_HEADERS = ["mean_s8.h"]
 IS_VIEW = False
 
 MAX_DIMS = 5  # TFLM's reduce kernels index at most 5 dimensions; the kernel's MF_MEAN_MAX_DIMS
-
-
-def _where(graph, op, tensor: int | None = None):
-    where = f"{graph.path}: operator {op.index} (MEAN)"
-    return where if tensor is None else f"{where}, tensor {tensor}"
 
 
 INCONSISTENT = "the model file is inconsistent; export it again"

@@ -7,7 +7,7 @@ TFLM reads them as int32 when the model is prepared.
 from __future__ import annotations
 
 from ..errors import McuforgeError
-from .checks import require_int8
+from .checks import op_location as _where, per_tensor_quantization as _quantization, require_int8
 
 OPCODE = ("PAD", "PADV2")
 KERNEL_SOURCES = ["portable/pad_s8.c"]
@@ -15,17 +15,6 @@ KERNEL_HEADERS = ["pad_s8.h"]
 IS_VIEW = False
 
 MAX_DIMS = 5  # TFLM's PadKernelMaxDimensionCount(); the kernel's MF_PAD_DIMS
-
-
-def _where(graph, op, tensor: int | None = None):
-    where = f"{graph.path}: operator {op.index} ({op.opcode})"
-    return where if tensor is None else f"{where}, tensor {tensor}"
-
-
-def _quantization(tensor):
-    if tensor.scale is None:
-        return None
-    return float(tensor.scale[0]), int(tensor.zero_point[0])
 
 
 def _paddings(graph, op) -> list[tuple[int, int]]:
